@@ -1,0 +1,1 @@
+"""In-memory test doubles; each name starts with ``Fake``."""

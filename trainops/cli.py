@@ -1,0 +1,274 @@
+"""The ``trainops`` command. Heavy modules are imported inside commands: ``--help`` stays fast.
+
+Exit codes: 0 success; 1 the pipeline failed (a stage failed, data missing);
+2 invalid input (pipeline file, ref, settings); 3 trainops itself broke;
+130 cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from trainops.config import QUIET_ENV
+
+if TYPE_CHECKING:
+    from trainops.config import Settings
+    from trainops.models import RunResult
+
+app = typer.Typer(
+    name="trainops",
+    help="GitOps CI/CD for machine learning on GPUs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+EXIT_FAILED, EXIT_INVALID, EXIT_ERRORED, EXIT_CANCELLED = 1, 2, 3, 130
+
+PathArg = Annotated[Path, typer.Argument(help="The repository (or a directory inside it).")]
+RefOpt = Annotated[
+    str | None, typer.Option("--ref", help="Commit, branch or tag to use (default: HEAD).")
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="A trainops.toml (default: ./trainops.toml).")
+]
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    _err(message)
+    raise typer.Exit(code)
+
+
+def _settings(config: Path | None) -> Settings:
+    from pydantic import ValidationError
+
+    from trainops.config import Settings
+
+    try:
+        if config is not None:
+            if not config.is_file():
+                _fail(EXIT_INVALID, f"config file {str(config)!r} does not exist")
+            return Settings(_toml_file=config)
+        return Settings()
+    except ValidationError as exc:
+        _fail(EXIT_INVALID, f"invalid settings: {exc}")
+
+
+def _handle(exc: Exception) -> NoReturn:
+    from trainops.errors import ConfigError, GitError, SpecError, TrainopsError
+
+    if isinstance(exc, SpecError):
+        for problem in exc.problems:
+            _err(str(problem))
+        raise typer.Exit(EXIT_INVALID) from exc
+    if isinstance(exc, GitError | ConfigError):
+        _fail(EXIT_INVALID, f"error: {exc}")
+    if isinstance(exc, TrainopsError):
+        _fail(EXIT_ERRORED, f"error: {exc}")
+    raise exc
+
+
+@app.command()
+def validate(
+    path: Annotated[
+        Path, typer.Argument(help="A pipeline file or the directory holding it.")
+    ] = Path("."),
+) -> None:
+    """Check trainops.yaml (and the dvc.yaml it imports) on disk; exit 2 if invalid."""
+    from trainops.errors import SpecError
+    from trainops.pipelines.loader import load_spec_dir
+
+    root = path.parent if path.is_file() else path
+    if not root.is_dir():
+        _fail(EXIT_INVALID, f"{str(path)!r} does not exist")
+    try:
+        spec = load_spec_dir(root)
+    except SpecError as exc:
+        _handle(exc)
+    gpus = sum(s.gpus for s in spec.stages)
+    typer.echo(
+        f"{', '.join(spec.sources)}: valid — pipeline {spec.name!r}, {len(spec.stages)} stage(s)"
+        f", {gpus} GPU(s) requested, {len(spec.gate)} gate rule(s)"
+    )
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of trainops.yaml (for editor completion)."""
+    from trainops.pipelines.schema import schema_json
+
+    typer.echo(schema_json(), nl=False)
+
+
+@app.command()
+def plan(path: PathArg = Path("."), ref: RefOpt = None, config: ConfigOpt = None) -> None:
+    """Show the stages of the pipeline at a commit and which of them are cached."""
+    from trainops.cache import StageCache
+    from trainops.console import plan_table
+    from trainops.errors import TrainopsError
+    from trainops.orchestrator import plan_target, resolve_target
+
+    settings = _settings(config)
+    try:
+        target = resolve_target(path, ref)
+        _spec, the_plan = plan_target(target)
+    except TrainopsError as exc:
+        _handle(exc)
+    cache = StageCache(settings.cache_dir)
+    cached = {}
+    for stage in the_plan.stages:
+        entry = cache.lookup(stage.cache_key) if stage.cache else None
+        cached[stage.name] = entry.run_id if entry else None
+    typer.echo(f"{the_plan.pipeline} @ {the_plan.commit[:12]} ({target.ref})")
+    typer.echo(plan_table(the_plan, cached))
+    to_run = sum(1 for v in cached.values() if v is None)
+    typer.echo(f"\n{to_run} stage(s) would run, {len(cached) - to_run} cached")
+
+
+@app.command()
+def run(
+    path: PathArg = Path("."),
+    ref: RefOpt = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every stage.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the pipeline at a commit on this machine's GPUs (or CPU)."""
+    settings = _settings(config)
+    result = _run(settings, path, ref, use_cache=not no_cache, quiet=as_json)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    raise typer.Exit(_exit_code(result))
+
+
+def _run(
+    settings: Settings, path: Path, ref: str | None, *, use_cache: bool, quiet: bool
+) -> RunResult:
+    from trainops.console import TerminalObserver, run_summary
+    from trainops.errors import TrainopsError
+    from trainops.gpu_runners.runner import LocalRunner
+    from trainops.orchestrator import plan_target, resolve_target, run_plan
+
+    observer = TerminalObserver()
+    try:
+        target = resolve_target(path, ref)
+        if ref is None and target.repo.is_dirty():
+            _err(
+                f"note: uncommitted changes are not part of the run; trainops runs "
+                f"commit {target.commit[:12]}"
+            )
+        spec, the_plan = plan_target(target)
+    except TrainopsError as exc:
+        _handle(exc)
+    observer.set_stages([s.name for s in the_plan.stages])
+    where = f" ({target.branch})" if target.branch else ""
+    _err(f"trainops · {the_plan.pipeline} @ {the_plan.commit[:12]}{where}")
+    cancel = threading.Event()
+    previous = _on_signals(cancel)
+    try:
+        result = run_plan(
+            settings,
+            spec,
+            the_plan,
+            executor=LocalRunner(settings),
+            observer=observer,
+            cancel=cancel,
+            use_cache=use_cache,
+            branch=target.branch,
+        )
+    except TrainopsError as exc:
+        _handle(exc)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not quiet:
+        typer.echo("\n" + run_summary(result))
+    return result
+
+
+def _on_signals(cancel: threading.Event) -> dict[signal.Signals, _Handler]:
+    """First Ctrl-C cancels the run (stages are killed cleanly); a second one aborts."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        _err("cancelling: stopping running stages (Ctrl-C again to abort)")
+        cancel.set()
+
+    previous: dict[signal.Signals, _Handler] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _exit_code(result: RunResult) -> int:
+    from trainops.models import RunStatus
+
+    return {
+        RunStatus.SUCCEEDED: 0,
+        RunStatus.FAILED: EXIT_FAILED,
+        RunStatus.ERRORED: EXIT_ERRORED,
+        RunStatus.CANCELLED: EXIT_CANCELLED,
+    }[result.status]
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path | None, typer.Option("--dir", help="Where the demo repos live (default: data dir).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Make the example ML repo (git + DVC remote, once) and run its pipeline end to end."""
+    from trainops.demo import make_demo_repo
+
+    settings = _settings(config)
+    base = (workdir or settings.data_dir / "demo").resolve()
+    repo, remote = base / "digits", base / "dvc-remote"
+    example = Path(__file__).resolve().parent.parent / "examples" / "digits"
+    if not (repo / ".git").is_dir():
+        if not example.is_dir():
+            _fail(EXIT_ERRORED, f"the example is missing: {example} (run from a source checkout)")
+        _err(f"creating the demo repository {repo} (git + DVC, data on a local remote)")
+        repo.mkdir(parents=True, exist_ok=True)
+        from trainops.errors import TrainopsError
+
+        try:
+            make_demo_repo(example, repo, remote)
+        except TrainopsError as exc:
+            _handle(exc)
+    # The example's stages call `python`: make it the interpreter trainops runs on,
+    # which has the example's requirements (scikit-learn) installed.
+    bin_dir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    result = _run(settings, repo, None, use_cache=True, quiet=False)
+    if result.mlflow_run_id:
+        _err(f"\nbrowse it: .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri()}")
+    raise typer.Exit(_exit_code(result))
+
+
+def main() -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        app()
+    except KeyboardInterrupt:
+        _err("aborted")
+        sys.exit(EXIT_CANCELLED)

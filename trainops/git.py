@@ -1,0 +1,146 @@
+"""Plain git, through the ``git`` command: read-only views of a commit, mirrors.
+
+trainops reads pipeline files and content ids at an exact commit without
+touching anybody's working tree, so everything here addresses objects by
+sha. Arguments are passed as argv lists, never through a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from trainops.errors import GitError
+
+_GIT_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",  # a missing credential fails instead of hanging
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "LC_ALL": "C",
+}
+
+
+def git(
+    args: Sequence[str],
+    *,
+    cwd: Path | str,
+    doing: str,
+    input: bytes | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``git args`` in ``cwd``; on failure raise GitError saying what was being done."""
+    env = {**os.environ, **_GIT_ENV}
+    try:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, input=input, capture_output=True, env=env, check=False
+        )
+    except FileNotFoundError as exc:
+        raise GitError(f"{doing}: git is not installed or not on PATH") from exc
+    if check and proc.returncode != 0:
+        detail = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise GitError(f"{doing}: {detail[-1] if detail else f'git exited {proc.returncode}'}")
+    return proc
+
+
+class GitRepo:
+    """A repository on disk (bare or not), read at commits."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"GitRepo({str(self.path)!r})"
+
+    def _git(self, *args: str, doing: str, input: bytes | None = None) -> bytes:
+        return git(args, cwd=self.path, doing=doing, input=input).stdout
+
+    @classmethod
+    def discover(cls, path: Path | str) -> GitRepo:
+        """The repository containing ``path``; GitError if there is none."""
+        p = Path(path)
+        if not p.exists():
+            raise GitError(f"opening repository {str(p)!r}: no such directory")
+        top = git(["rev-parse", "--show-toplevel"], cwd=p, doing=f"opening repository {str(p)!r}")
+        return cls(Path(top.stdout.decode().strip()))
+
+    def resolve(self, ref: str) -> str:
+        """The full commit sha ``ref`` names in this repository."""
+        if ref.startswith("-"):
+            raise GitError(f"resolving {ref!r}: not a ref")
+        out = git(
+            ["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+            cwd=self.path,
+            doing=f"resolving {ref!r}",
+            check=False,
+        )
+        if out.returncode != 0:
+            raise GitError(
+                f"resolving {ref!r} in {str(self.path)!r}: no such commit, branch or tag"
+            )
+        return out.stdout.decode().strip()
+
+    def has_commit(self, sha: str) -> bool:
+        out = git(["cat-file", "-e", f"{sha}^{{commit}}"], cwd=self.path, doing="", check=False)
+        return out.returncode == 0
+
+    def current_branch(self) -> str | None:
+        out = git(["symbolic-ref", "--short", "-q", "HEAD"], cwd=self.path, doing="", check=False)
+        return out.stdout.decode().strip() or None
+
+    def is_dirty(self) -> bool:
+        """Uncommitted changes to tracked files (untracked files do not count)."""
+        out = self._git("status", "--porcelain", "--untracked-files=no", doing="reading status")
+        return bool(out.strip())
+
+    def read_files(self, sha: str, paths: Iterable[str]) -> dict[str, bytes | None]:
+        """The content of each path at ``sha`` (None where absent), in one git call."""
+        wanted = list(dict.fromkeys(paths))
+        if not wanted:
+            return {}
+        request = "".join(f"{sha}:{p}\n" for p in wanted).encode()
+        out = self._git("cat-file", "--batch", doing=f"reading files at {sha[:12]}", input=request)
+        result: dict[str, bytes | None] = {}
+        pos = 0
+        for path in wanted:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].decode()
+            pos = end + 1
+            if header.endswith(" missing") or header.endswith(" ambiguous"):
+                result[path] = None
+                continue
+            _oid, kind, size_text = header.split(" ")
+            size = int(size_text)
+            result[path] = out[pos : pos + size] if kind == "blob" else None
+            pos += size + 1
+        return result
+
+    def read_file(self, sha: str, path: str) -> bytes | None:
+        return self.read_files(sha, [path])[path]
+
+    def object_ids(self, sha: str, paths: Iterable[str]) -> dict[str, str]:
+        """Git object ids (blob for a file, tree for a directory) of tracked paths at ``sha``.
+
+        Paths git does not track at ``sha`` are absent from the result.
+        """
+        wanted = [p.rstrip("/") for p in dict.fromkeys(paths)]
+        if not wanted:
+            return {}
+        out = self._git(
+            "ls-tree", "-z", "--full-tree", sha, "--", *wanted, doing=f"listing paths at {sha[:12]}"
+        )
+        ids: dict[str, str] = {}
+        for entry in out.split(b"\0"):
+            if not entry:
+                continue
+            meta, _, name = entry.partition(b"\t")
+            ids[name.decode()] = meta.split(b" ")[2].decode()
+        return ids
+
+    def list_files(self, sha: str, prefix: str = "") -> list[str]:
+        """Every file path at ``sha`` (optionally under ``prefix``)."""
+        args = ["ls-tree", "-r", "-z", "--name-only", "--full-tree", sha]
+        if prefix:
+            args += ["--", prefix]
+        out = self._git(*args, doing=f"listing files at {sha[:12]}")
+        return [p.decode() for p in out.split(b"\0") if p]

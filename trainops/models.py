@@ -1,0 +1,203 @@
+"""Frozen values shared along the one-way flow: spec → plan → run → result.
+
+Every step takes values and returns new ones; nothing here does I/O. The
+pipeline file's own values (``Spec``) live in ``trainops.pipelines.spec``;
+what crosses into executors is the ``Plan``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What a stage asks of a host besides GPUs.
+
+    ``cpu`` counts cores (fractions allowed, as in Kubernetes); ``memory`` is
+    a Kubernetes quantity string (``"8Gi"``), enforced on Argo and advisory
+    on the local runner.
+    """
+
+    cpu: float | None = None
+    memory: str | None = None
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    """One stage ready to execute, with everything resolved at one commit."""
+
+    name: str
+    cmd: str
+    wdir: str
+    needs: tuple[str, ...]
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    metrics: tuple[str, ...]
+    params: Mapping[str, Any]
+    env: Mapping[str, str]
+    gpus: int
+    gpu_type: str | None
+    resources: Resources
+    timeout_s: float | None
+    retries: int
+    cache: bool
+    cache_key: str
+    key_inputs: Mapping[str, str] = field(default_factory=dict)
+    """What went into ``cache_key`` (``dep:data/raw`` → ``dvc:md5:…``), for explaining misses."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A pipeline at one commit as a DAG; stages are in a topological order."""
+
+    pipeline: str
+    repo: str
+    commit: str
+    ref: str | None
+    image: str | None
+    data_pull: tuple[str, ...]
+    stages: tuple[PlannedStage, ...]
+    spec_digest: str
+
+    def stage(self, name: str) -> PlannedStage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    def downstream(self, name: str) -> tuple[str, ...]:
+        """Every stage that transitively needs ``name``, in plan order."""
+        hit = {name}
+        for stage in self.stages:
+            if hit.intersection(stage.needs):
+                hit.add(stage.name)
+        return tuple(s.name for s in self.stages if s.name in hit and s.name != name)
+
+
+class StageStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # an upstream stage failed or the run was cancelled first
+    CANCELLED = "cancelled"
+    ERRORED = "errored"
+
+
+class RunStatus(StrEnum):
+    """``failed`` is the pipeline's outcome; ``errored`` means our side broke."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ERRORED = "errored"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class GpuUsage:
+    """GPU telemetry of one stage execution (NVML), summed over its GPUs."""
+
+    uuids: tuple[str, ...]
+    gpu_seconds: float
+    util_mean: float | None = None
+    """Mean utilisation in percent over samples and GPUs; None when unreadable."""
+    mem_peak_bytes: int | None = None
+    energy_j: float | None = None
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    status: StageStatus
+    cached: bool = False
+    exit_code: int | None = None
+    duration_s: float = 0.0
+    attempts: int = 0
+    gpu: GpuUsage | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    reason: str | None = None
+    """Why it ended as it did, for a human: ``exit code 3``, ``timed out after 60s``."""
+    log_path: str | None = None
+    log_tail: str = ""
+    cached_from: str | None = None
+    """The run id whose execution this cache hit reuses."""
+
+    @property
+    def gpu_seconds(self) -> float:
+        return self.gpu.gpu_seconds if self.gpu else 0.0
+
+    @property
+    def energy_j(self) -> float | None:
+        return self.gpu.energy_j if self.gpu else None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    pipeline: str
+    repo: str
+    commit: str
+    ref: str | None
+    status: RunStatus
+    stages: tuple[StageResult, ...]
+    metrics: Mapping[str, float]
+    started_at: float
+    finished_at: float
+    error: str | None = None
+    mlflow_run_id: str | None = None
+
+    @property
+    def executed(self) -> tuple[StageResult, ...]:
+        """Stages that actually ran a process (not cache hits, not skipped)."""
+        return tuple(s for s in self.stages if s.attempts > 0)
+
+    @property
+    def failed_stage(self) -> StageResult | None:
+        return next((s for s in self.stages if s.status is StageStatus.FAILED), None)
+
+    @property
+    def duration_s(self) -> float:
+        return self.finished_at - self.started_at
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``trainops run --json`` object; stable keys, plain JSON types."""
+        return {
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "repo": self.repo,
+            "commit": self.commit,
+            "ref": self.ref,
+            "status": self.status.value,
+            "duration_s": round(self.duration_s, 3),
+            "error": self.error,
+            "mlflow_run_id": self.mlflow_run_id,
+            "stages": [
+                {
+                    "name": s.name,
+                    "status": s.status.value,
+                    "cached": s.cached,
+                    "cached_from": s.cached_from,
+                    "exit_code": s.exit_code,
+                    "duration_s": round(s.duration_s, 3),
+                    "attempts": s.attempts,
+                    "gpu_seconds": round(s.gpu_seconds, 3),
+                    "energy_j": None if s.energy_j is None else round(s.energy_j, 3),
+                    "gpu_util_mean": s.gpu.util_mean if s.gpu else None,
+                    "gpu_mem_peak_bytes": s.gpu.mem_peak_bytes if s.gpu else None,
+                    "gpus": list(s.gpu.uuids) if s.gpu else [],
+                    "reason": s.reason,
+                    "log_path": s.log_path,
+                    "metrics": dict(s.metrics),
+                }
+                for s in self.stages
+            ],
+            "metrics": dict(self.metrics),
+        }
+
+
+def now() -> float:
+    """Wall-clock seconds; one place so tests can reason about time."""
+    return time.time()
