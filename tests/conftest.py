@@ -37,7 +37,9 @@ def _quiet_environment() -> Iterator[None]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "home", runner={"kill_grace_s": 1.0, "gpu_poll_s": 0.05})
+    return Settings.load(
+        environ={}, home=tmp_path / "home", runner={"kill_grace_s": 1.0, "gpu_poll_s": 0.05}
+    )
 
 
 def git(repo: Path, *args: str) -> str:

@@ -56,17 +56,14 @@ def _fail(code: int, message: str) -> NoReturn:
 
 
 def _settings(config: Path | None) -> Settings:
-    from pydantic import ValidationError
-
     from trainops.config import Settings
+    from trainops.errors import ConfigError
 
+    if config is not None and not config.is_file():
+        _fail(EXIT_INVALID, f"config file {str(config)!r} does not exist")
     try:
-        if config is not None:
-            if not config.is_file():
-                _fail(EXIT_INVALID, f"config file {str(config)!r} does not exist")
-            return Settings(_toml_file=config)
-        return Settings()
-    except ValidationError as exc:
+        return Settings.load(config)
+    except ConfigError as exc:
         _fail(EXIT_INVALID, f"invalid settings: {exc}")
 
 
@@ -127,7 +124,7 @@ def plan(path: PathArg = Path("."), ref: RefOpt = None, config: ConfigOpt = None
     settings = _settings(config)
     try:
         target = resolve_target(path, ref)
-        _spec, the_plan = plan_target(target)
+        _spec, the_plan = plan_target(target, memo_dir=settings.plans_dir)
     except TrainopsError as exc:
         _handle(exc)
     cache = StageCache(settings.cache_dir)
@@ -173,7 +170,7 @@ def _run(
                 f"note: uncommitted changes are not part of the run; trainops runs "
                 f"commit {target.commit[:12]}"
             )
-        spec, the_plan = plan_target(target)
+        spec, the_plan = plan_target(target, memo_dir=settings.plans_dir)
     except TrainopsError as exc:
         _handle(exc)
     observer.set_stages([s.name for s in the_plan.stages])

@@ -1,22 +1,32 @@
-"""Settings: built once (from ``trainops.toml`` and ``TRAINOPS_*``), passed down.
+"""Settings: built once (``trainops.toml``, then ``TRAINOPS_*``), passed down.
 
 Nothing else in trainops reads ``os.environ`` for configuration. The
 embedded defaults keep everything under one data dir, ``.trainops/`` in the
 current directory or ``$TRAINOPS_HOME``.
+
+Plain dataclasses and a small loader rather than pydantic-settings: every
+``trainops`` command builds Settings, and pydantic-settings alone costs about
+140 ms of imports — more than half of a fully cached run. The loader is
+strict in the same way: unknown keys in the file are errors naming the key,
+values are converted by the field's type, nested sections use ``__`` in
+environment names (``TRAINOPS_RUNNER__CPU_SLOTS=4``).
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, BaseModel, Field
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from trainops.errors import ConfigError
+
+ENV_PREFIX = "TRAINOPS_"
+CONFIG_FILE = Path("trainops.toml")
 
 # Environment every process trainops starts gets, so nothing phones home.
 QUIET_ENV: dict[str, str] = {
@@ -26,7 +36,8 @@ QUIET_ENV: dict[str, str] = {
 }
 
 
-class RunnerSettings(BaseModel):
+@dataclass
+class RunnerSettings:
     """The embedded local runner."""
 
     cpu_slots: float | None = None
@@ -42,7 +53,8 @@ class RunnerSettings(BaseModel):
     workspaces_per_repo: int = 4
 
 
-class TrackingSettings(BaseModel):
+@dataclass
+class TrackingSettings:
     """MLflow. Without a tracking URI: SQLite and artifacts in the data dir."""
 
     enabled: bool = True
@@ -50,32 +62,44 @@ class TrackingSettings(BaseModel):
     """Experiment name; default: the pipeline's name."""
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="TRAINOPS_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        toml_file="trainops.toml",
-    )
-
+@dataclass
+class Settings:
     home: Path = Path(".trainops")
-    mlflow_tracking_uri: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("TRAINOPS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
-    )
-    runner: RunnerSettings = RunnerSettings()
-    tracking: TrackingSettings = TrackingSettings()
+    mlflow_tracking_uri: str | None = None
+    """Also read from ``MLFLOW_TRACKING_URI``, as every MLflow user expects."""
+    runner: RunnerSettings = field(default_factory=RunnerSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+
+    def __post_init__(self) -> None:
+        # Accept sections as mappings too: Settings(runner={"cpu_slots": 2}).
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                setattr(self, f.name, _build(_hints(type(self))[f.name], value, f.name))
+        self.home = Path(self.home)
 
     @classmethod
-    def settings_customise_sources(
+    def load(
         cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        config_file: Path | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Defaults < ``config_file`` (or ./trainops.toml) < environment < ``overrides``."""
+        data: dict[str, Any] = {}
+        path = config_file or (CONFIG_FILE if CONFIG_FILE.is_file() else None)
+        if path is not None:
+            try:
+                data = tomllib.loads(path.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"reading settings from {str(path)!r}: {exc}") from exc
+        env = _from_env(os.environ if environ is None else environ)
+        known = {f.name for f in fields(cls)}
+        _merge(data, {k: v for k, v in env.items() if k in known})  # others: not ours
+        _merge(data, overrides)
+        settings: Settings = _build(cls, data, str(path) if path else "settings")
+        return settings
 
     # -- derived locations under the data dir ---------------------------------
 
@@ -86,6 +110,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def plans_dir(self) -> Path:
+        return self.data_dir / "plans"
 
     @property
     def runs_dir(self) -> Path:
@@ -129,3 +157,88 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``TRAINOPS_RUNNER__CPU_SLOTS=4`` → ``{"runner": {"cpu_slots": "4"}}``."""
+    data: dict[str, Any] = {}
+    uri = environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        data["mlflow_tracking_uri"] = uri
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX:
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[path[-1]] = value
+    return data
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> None:
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _build(cls: Any, data: Mapping[str, Any], where: str) -> Any:
+    """An instance of dataclass ``cls`` from ``data``; unknown keys are errors."""
+    hints = _hints(cls)
+    names = {f.name for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(
+                f"{where}: unknown setting {key!r} (known: {', '.join(sorted(names))})"
+            )
+        kwargs[key] = _convert(hints[key], value, f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _convert(kind: Any, value: Any, where: str) -> Any:
+    if is_dataclass(kind) and isinstance(kind, type):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a section of settings")
+        return _build(kind, value, where)
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    empty = value is None or (isinstance(value, str) and value.lower() in ("", "none", "null"))
+    if empty and type(None) in options:
+        return None
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _scalar(option, value)
+        except (TypeError, ValueError):
+            continue
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
+    raise ConfigError(f"{where}: {value!r} is not a valid {names}")
+
+
+def _scalar(kind: type, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(value)
+    if kind in (int, float) and isinstance(value, bool):
+        raise TypeError(value)
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    if kind is Path:
+        return Path(str(value))
+    return kind(value)

@@ -190,6 +190,7 @@ class RunResult:
                     "gpus": list(s.gpu.uuids) if s.gpu else [],
                     "reason": s.reason,
                     "log_path": s.log_path,
+                    "log_tail": s.log_tail,
                     "metrics": dict(s.metrics),
                 }
                 for s in self.stages

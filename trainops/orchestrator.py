@@ -20,7 +20,7 @@ from trainops.config import Settings
 from trainops.errors import TrackingError
 from trainops.git import GitRepo
 from trainops.models import Plan, RunResult, StageStatus
-from trainops.pipelines.loader import load_spec_at
+from trainops.pipelines import memo
 from trainops.pipelines.plan import build_plan, snapshot
 from trainops.pipelines.spec import Spec, inside
 from trainops.protocols import Executor, RunObserver
@@ -49,11 +49,20 @@ def resolve_target(path: Path, ref: str | None) -> Target:
     return Target(repo, commit, ref or "HEAD", branch)
 
 
-def plan_target(target: Target) -> tuple[Spec, Plan]:
-    """Read the pipeline committed at the target and plan it."""
+def plan_target(target: Target, *, memo_dir: Path | None = None) -> tuple[Spec, Plan]:
+    """Read the pipeline committed at the target and plan it (memoized per commit)."""
+    if memo_dir is not None:
+        remembered = memo.load(memo_dir, target.commit)
+        if remembered is not None:
+            spec, plan = remembered
+            return spec, replace(plan, repo=target.source, ref=target.ref)
+    from trainops.pipelines.loader import load_spec_at  # pydantic: only when parsing
+
     spec = load_spec_at(target.repo, target.commit)
     snap = snapshot(target.repo, target.commit, spec)
     plan = build_plan(spec, snap, repo=target.source, commit=target.commit, ref=target.ref)
+    if memo_dir is not None:
+        memo.save(memo_dir, spec, plan)
     return spec, plan
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.nvml import A100, FakeGpuProbe, fake_devices
+from trainops.errors import ExecutorError
 from trainops.gpu_runners.allocator import GpuAllocator, GpuLease
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,3 +207,10 @@ def test_stage_processes_do_not_inherit_the_lock(allocator: GpuAllocator) -> Non
     finally:
         orphan.kill()
         orphan.wait()
+
+
+def test_an_unusable_lock_dir_is_an_executor_error(tmp_path: Path) -> None:
+    (tmp_path / "locks").write_text("a file, not a directory")
+    allocator = GpuAllocator(tmp_path / "locks", FakeGpuProbe(fake_devices(1)))
+    with pytest.raises(ExecutorError, match="GPU lock dir"):
+        allocator.try_acquire(1, None, owner="x")

@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 from types import TracebackType
 
+from trainops.errors import ExecutorError
 from trainops.gpu_runners.devices import GpuDevice, GpuProbe, device_matches
 
 log = logging.getLogger(__name__)
@@ -123,10 +124,16 @@ class GpuAllocator:
         before returning, so two waiting stages cannot each hold half of
         what both need. ``owner`` is written into each lock file, so that
         ``cat locks/gpu-*.lock`` tells a human who holds which GPU.
+        Raises ExecutorError when the lock files cannot be opened.
         """
         if count < 1:
             raise ValueError(f"a GPU lease needs at least one GPU, not {count}")
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.locks_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ExecutorError(
+                f"creating the GPU lock dir {str(self.locks_dir)!r}: {exc}"
+            ) from exc
         taken: list[tuple[GpuDevice, int]] = []
         candidates = sorted(
             (d for d in self.probe.devices() if device_matches(d, gpu_type)),
@@ -160,7 +167,10 @@ class GpuAllocator:
         """An fd holding the device's lock, or None when someone else holds it."""
         path = self.lock_path(device.uuid)
         # Python fds are non-inheritable already (PEP 446); O_CLOEXEC says so here.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ExecutorError(f"locking GPU {device.uuid} at {str(path)!r}: {exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -80,11 +80,7 @@ def run_process(
         return ProcessOutcome(None, timed_out=False, cancelled=True, duration_s=0.0, tail="")
     if not cwd.is_dir():
         raise ExecutorError(f"running {cmd!r}: working directory {str(cwd)!r} does not exist")
-    try:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed by _OutputReader
-    except OSError as exc:
-        raise ExecutorError(f"opening the log {str(log_path)!r} of {cmd!r}: {exc}") from exc
+    log_file = _open_log(log_path, cmd)
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -115,8 +111,9 @@ def run_process(
             _signal_group(proc.pid, signal.SIGTERM)
             exited.wait(kill_grace_s)
     finally:
-        # The leader has exited but is not reaped yet, so its pid, which is
-        # the group's id, cannot have been reused: this reaches only its group.
+        # Whatever is left: children of a leader that exited, or processes that
+        # ignored SIGTERM. Until the leader is reaped (just below) its pid, the
+        # group's id, cannot be reused, so this reaches its own group only.
         _signal_group(proc.pid, signal.SIGKILL)
         exit_code = proc.wait()
         reader.finish()
@@ -127,6 +124,15 @@ def run_process(
         duration_s=time.monotonic() - started,
         tail=reader.tail(),
     )
+
+
+def _open_log(log_path: Path, cmd: str) -> IO[bytes]:
+    """The stage log, unbuffered so that ``tail -f`` follows the stage live."""
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        return open(log_path, "ab", buffering=0)
+    except OSError as exc:
+        raise ExecutorError(f"opening the log {str(log_path)!r} of {cmd!r}: {exc}") from exc
 
 
 def _supervise(

@@ -108,13 +108,17 @@ class LocalRunner:
                 )
                 observer.stage_finished(results[stage.name])
         error: str | None = None
+        broken = False
         if len(hits) < len(plan.stages):
             try:
                 self._run_in_workspace(plan, run_id, hits, results, observer, cancel)
-            except DataError as exc:
+            except DataError as exc:  # the repository's data: the pipeline's failure
                 error = str(exc)
                 _skip_rest(plan, results, "data could not be pulled", observer)
-        return _result(plan, run_id, results, started, error, cancel.is_set())
+            except TrainopsError as exc:  # workspace, cache: ours
+                error, broken = str(exc), True
+                _skip_rest(plan, results, "the run could not go on", observer)
+        return _result(plan, run_id, results, started, error, cancel.is_set(), broken)
 
     def _cache_hits(self, plan: Plan) -> dict[str, CacheEntry]:
         hits = {}
@@ -283,10 +287,11 @@ def _result(
     started: float,
     error: str | None,
     cancelled: bool,
+    broken: bool,
 ) -> RunResult:
     stages = tuple(results[s.name] for s in plan.stages)
     statuses = {s.status for s in stages}
-    if StageStatus.ERRORED in statuses:
+    if broken or StageStatus.ERRORED in statuses:
         status = RunStatus.ERRORED
     elif cancelled or StageStatus.CANCELLED in statuses:
         status = RunStatus.CANCELLED

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from trainops.errors import GitError
+from trainops.errors import ExecutorError, GitError
 from trainops.git import git
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,10 @@ class WorkspacePool:
             raise ValueError(
                 f"a workspace pool needs at least one slot per repository, not {slots}"
             )
-        self.repos_dir = repos_dir
-        self.workspaces_dir = workspaces_dir
-        self.dvc_cache_dir = dvc_cache_dir
+        # Absolute, because git runs with other working directories.
+        self.repos_dir = repos_dir.resolve()
+        self.workspaces_dir = workspaces_dir.resolve()
+        self.dvc_cache_dir = dvc_cache_dir.resolve()
         self.slots = slots
 
     def __repr__(self) -> str:
@@ -90,14 +91,13 @@ class WorkspacePool:
         """A clean checkout of ``commit`` from ``source`` (a path or a git URL).
 
         Waits while every slot of this source is in use. Raises GitError when
-        the source cannot be mirrored or does not have the commit.
+        the source cannot be mirrored or does not have the commit, and
+        ExecutorError when the data dir is unusable.
         """
         origin = _origin(source)
         name = mirror_name(origin)
         mirror = self._mirror(origin, name, commit)
-        slots_dir = self.workspaces_dir / name
-        slots_dir.mkdir(parents=True, exist_ok=True)
-        slot, fd = _claim_slot(slots_dir, self.slots)
+        slot, fd = _claim_slot(self.workspaces_dir / name, self.slots)
         try:
             self._check_out(mirror, slot, commit)
         except BaseException:
@@ -113,7 +113,6 @@ class WorkspacePool:
         path = self.repos_dir / name
         if _has_commit(path, commit):
             return path  # the usual case: no network, no lock
-        self.repos_dir.mkdir(parents=True, exist_ok=True)
         with _flocked(self.repos_dir / f"{name}.lock"):
             if not (path / "HEAD").is_file():
                 self._clone(origin, path)
@@ -170,7 +169,7 @@ class WorkspacePool:
         """Point the workspace's DVC cache at the host's shared one (DVC's ini format)."""
         self.dvc_cache_dir.mkdir(parents=True, exist_ok=True)
         config = slot / ".dvc" / "config.local"
-        config.write_text(f"[cache]\n    dir = {self.dvc_cache_dir.resolve()}\n")
+        config.write_text(f"[cache]\n    dir = {self.dvc_cache_dir}\n")
 
 
 def _has_commit(mirror: Path, commit: str) -> bool:
@@ -214,12 +213,20 @@ def _reset(git_dir: Path, slot: Path, commit: str) -> None:
     git([*where, "clean", "-ffdqx"], cwd=slot, doing=doing)
 
 
+def _open_lock(path: Path) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise ExecutorError(f"opening the lock file {str(path)!r}: {exc}") from exc
+
+
 def _claim_slot(slots_dir: Path, slots: int) -> tuple[Path, int]:
     """The first free slot and the fd holding its lock; waits while all are taken."""
     waited = False
     while True:
         for n in range(slots):
-            fd = os.open(slots_dir / f"ws-{n}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = _open_lock(slots_dir / f"ws-{n}.lock")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -235,7 +242,7 @@ def _claim_slot(slots_dir: Path, slots: int) -> tuple[Path, int]:
 @contextlib.contextmanager
 def _flocked(path: Path) -> Iterator[None]:
     """Hold an exclusive flock on ``path`` (blocking): one clone or fetch at a time."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = _open_lock(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from trainops.errors import Problem, SpecError
 from trainops.git import GitRepo
-from trainops.pipelines.spec import DVC_FILE, TRAINOPS_FILE, Spec, build_spec
+from trainops.pipelines.spec import DVC_FILE, TRAINOPS_FILE, Spec
+from trainops.pipelines.validate import build_spec
 from trainops.pipelines.yamlsource import YamlDocument, parse_yaml
 
 Reader = Callable[[Iterable[str]], dict[str, bytes | None]]

@@ -288,6 +288,9 @@ class MlflowTracker:
         if self._client_ is None:
             from mlflow.tracking import MlflowClient
 
+            # Its notes on creating and migrating the SQLite schema are noise to
+            # someone watching a training run.
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
             self._client_ = MlflowClient(self.tracking_uri)
         return self._client_
 
