@@ -8,8 +8,14 @@ out(i).txt``), commits it, and measures with several repetitions each:
 - trainops cold: ``trainops run --no-cache`` (the CLI as a subprocess) and the
   same in-process (``plan_target`` + ``run_plan`` with a ``LocalRunner``);
 - dvc repro cold: ``dvc repro --force``;
-- trainops fully cached: ``trainops run`` with nothing changed;
+- trainops fully cached: ``trainops run`` with nothing changed (and, as after a
+  push that touched nothing the stages read, at a new commit with the same tree);
 - dvc repro no-op: ``dvc repro`` with everything up to date.
+
+The cases run interleaved, one of each per round, so that a busy moment on
+the machine hits all of them alike; medians and minima are reported. The
+in-process run is taken apart (plan, workspace checkout, the commands,
+scheduling and caching) from within the same run.
 
 Then prints a table and the ratios against the goals of the issue:
 ≤ 50 ms per stage over the bare chain, and a fully cached re-run at least 3x
@@ -24,7 +30,12 @@ MLflow tracking is off (``TRAINOPS_TRACKING__ENABLED=false``) for the cold
 runs: its cost is tracking, not runner overhead. A fully cached run skips
 MLflow anyway; it is measured with tracking on as well, to show that.
 
-    .venv/bin/python benchmarks/bench_runner.py [--repeat N] [--keep]
+Where ``PYTHONDONTWRITEBYTECODE`` is set, the processes measured get
+``PYTHONPYCACHEPREFIX`` (in the temporary directory) instead: an editable
+install would otherwise compile trainops' sources on every start, which an
+installed wheel never does (``--no-bytecode-cache`` measures it as it is).
+
+    .venv/bin/python benchmarks/bench_runner.py [--repeat N] [--keep] [--no-bytecode-cache]
 """
 
 from __future__ import annotations
@@ -44,6 +55,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import trainops
 
 if TYPE_CHECKING:
     from trainops.models import Plan
@@ -218,7 +231,7 @@ class InProcess:
         from trainops.gpu_runners.runner import LocalRunner
 
         self.repo = repo
-        self.settings = Settings(home=home, tracking={"enabled": False})  # type: ignore[arg-type]
+        self.settings = Settings.load(environ={}, home=home, tracking={"enabled": False})
         self.runner = LocalRunner(self.settings)
         self.pool = _TimedPool(self.runner.workspaces)
         self.runner.workspaces = self.pool  # type: ignore[assignment]
@@ -227,11 +240,7 @@ class InProcess:
         from trainops.orchestrator import plan_target, resolve_target
 
         target = resolve_target(self.repo, None)
-        # As the CLI does, where this version of trainops remembers plans per commit.
-        plans_dir = getattr(self.settings, "plans_dir", None)
-        if plans_dir is not None:
-            return plan_target(target, memo_dir=plans_dir)  # type: ignore[call-arg,unused-ignore]
-        return plan_target(target)
+        return plan_target(target, memo_dir=self.settings.memo_dir)  # as the CLI does
 
     def run(self, *, use_cache: bool, expect_cached: int) -> Phases:
         """Plan and run, as ``trainops run`` does after parsing its arguments."""
@@ -292,7 +301,6 @@ def bench(base: Path, repeat: int, *, bytecode_cache: bool) -> int:
     env_tracking = {k: v for k, v in env.items() if k != "TRAINOPS_TRACKING__ENABLED"}
     # The in-process runner reads the same variables (child processes get QUIET_ENV anyway).
     os.environ.update({k: env[k] for k in ("DVC_NO_ANALYTICS", "MLFLOW_DISABLE_TELEMETRY")})
-    os.environ["SHELL"] = "/bin/sh"
 
     repo = base / "pipeline"
     make_repo(repo, env)
@@ -384,8 +392,6 @@ def report(s: dict[str, Series], repeat: int, elapsed: float, bytecode: str) -> 
         f"trainops runner benchmark: {STAGES} chained stages (`cat a step.txt > b`), "
         f"{repeat} repetition(s), {elapsed:.0f} s"
     )
-    import trainops
-
     print(f"trainops {trainops.__version__} from {Path(trainops.__file__).parent}")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} "

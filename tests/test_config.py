@@ -15,7 +15,7 @@ def test_defaults_live_under_one_data_dir(tmp_path: Path) -> None:
     assert s.data_dir == (tmp_path / "h").resolve()
     assert s.tracking_uri() == f"sqlite:///{s.data_dir / 'mlflow.db'}"
     assert s.artifact_root().startswith("file://") and s.artifact_root().endswith("/mlartifacts")
-    for sub in (s.cache_dir, s.runs_dir, s.locks_dir, s.workspaces_dir, s.plans_dir):
+    for sub in (s.cache_dir, s.runs_dir, s.locks_dir, s.workspaces_dir, s.memo_dir):
         assert sub.parent == s.data_dir
 
 

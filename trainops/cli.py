@@ -124,7 +124,7 @@ def plan(path: PathArg = Path("."), ref: RefOpt = None, config: ConfigOpt = None
     settings = _settings(config)
     try:
         target = resolve_target(path, ref)
-        _spec, the_plan = plan_target(target, memo_dir=settings.plans_dir)
+        _spec, the_plan = plan_target(target, memo_dir=settings.memo_dir)
     except TrainopsError as exc:
         _handle(exc)
     cache = StageCache(settings.cache_dir)
@@ -170,7 +170,7 @@ def _run(
                 f"note: uncommitted changes are not part of the run; trainops runs "
                 f"commit {target.commit[:12]}"
             )
-        spec, the_plan = plan_target(target, memo_dir=settings.plans_dir)
+        spec, the_plan = plan_target(target, memo_dir=settings.memo_dir)
     except TrainopsError as exc:
         _handle(exc)
     observer.set_stages([s.name for s in the_plan.stages])

@@ -112,8 +112,9 @@ class Settings:
         return self.data_dir / "cache"
 
     @property
-    def plans_dir(self) -> Path:
-        return self.data_dir / "plans"
+    def memo_dir(self) -> Path:
+        """Plans per commit and specs per content of the pipeline files."""
+        return self.data_dir / "memo"
 
     @property
     def runs_dir(self) -> Path:

@@ -56,37 +56,34 @@ class GitRepo:
         return git(args, cwd=self.path, doing=doing, input=input).stdout
 
     @classmethod
-    def discover(cls, path: Path | str) -> GitRepo:
-        """The repository containing ``path``; GitError if there is none."""
-        p = Path(path)
-        if not p.exists():
-            raise GitError(f"opening repository {str(p)!r}: no such directory")
-        top = git(["rev-parse", "--show-toplevel"], cwd=p, doing=f"opening repository {str(p)!r}")
-        return cls(Path(top.stdout.decode().strip()))
+    def open_at(cls, path: Path | str, ref: str) -> tuple[GitRepo, str, str | None]:
+        """The repository containing ``path``, the commit ``ref`` names, and the branch
+        (``main`` for ``main`` or for HEAD on main; None for a sha, tag or detached HEAD).
 
-    def resolve(self, ref: str) -> str:
-        """The full commit sha ``ref`` names in this repository."""
+        One git call: this is on the path of every run.
+        """
+        p = Path(path)
         if ref.startswith("-"):
             raise GitError(f"resolving {ref!r}: not a ref")
+        if not p.is_dir():
+            raise GitError(f"opening repository {str(p)!r}: no such directory")
         out = git(
-            ["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-            cwd=self.path,
+            ["rev-parse", "--show-toplevel", f"{ref}^{{commit}}", "--symbolic-full-name", ref],
+            cwd=p,
             doing=f"resolving {ref!r}",
             check=False,
         )
-        if out.returncode != 0:
-            raise GitError(
-                f"resolving {ref!r} in {str(self.path)!r}: no such commit, branch or tag"
-            )
-        return out.stdout.decode().strip()
-
-    def has_commit(self, sha: str) -> bool:
-        out = git(["cat-file", "-e", f"{sha}^{{commit}}"], cwd=self.path, doing="", check=False)
-        return out.returncode == 0
-
-    def current_branch(self) -> str | None:
-        out = git(["symbolic-ref", "--short", "-q", "HEAD"], cwd=self.path, doing="", check=False)
-        return out.stdout.decode().strip() or None
+        lines = out.stdout.decode().splitlines()
+        if out.returncode != 0 or len(lines) < 2:
+            err = out.stderr.decode(errors="replace")
+            if "not a git repository" in err:
+                raise GitError(f"opening repository {str(p)!r}: not a git repository")
+            raise GitError(f"resolving {ref!r} in {str(p)!r}: no such commit, branch or tag")
+        symbolic = lines[2] if len(lines) > 2 else ""
+        branch = (
+            symbolic.removeprefix("refs/heads/") if symbolic.startswith("refs/heads/") else None
+        )
+        return cls(Path(lines[0])), lines[1], branch
 
     def is_dirty(self) -> bool:
         """Uncommitted changes to tracked files (untracked files do not count)."""
@@ -114,9 +111,6 @@ class GitRepo:
             result[path] = out[pos : pos + size] if kind == "blob" else None
             pos += size + 1
         return result
-
-    def read_file(self, sha: str, path: str) -> bytes | None:
-        return self.read_files(sha, [path])[path]
 
     def object_ids(self, sha: str, paths: Iterable[str]) -> dict[str, str]:
         """Git object ids (blob for a file, tree for a directory) of tracked paths at ``sha``.

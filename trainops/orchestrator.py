@@ -22,7 +22,7 @@ from trainops.git import GitRepo
 from trainops.models import Plan, RunResult, StageStatus
 from trainops.pipelines import memo
 from trainops.pipelines.plan import build_plan, snapshot
-from trainops.pipelines.spec import Spec, inside
+from trainops.pipelines.spec import DVC_FILE, TRAINOPS_FILE, Spec, inside
 from trainops.protocols import Executor, RunObserver
 
 log = logging.getLogger(__name__)
@@ -43,27 +43,48 @@ class Target:
 
 
 def resolve_target(path: Path, ref: str | None) -> Target:
-    repo = GitRepo.discover(path)
-    commit = repo.resolve(ref or "HEAD")
-    branch = repo.current_branch() if ref in (None, "HEAD") else ref
+    repo, commit, branch = GitRepo.open_at(path, ref or "HEAD")
     return Target(repo, commit, ref or "HEAD", branch)
 
 
 def plan_target(target: Target, *, memo_dir: Path | None = None) -> tuple[Spec, Plan]:
-    """Read the pipeline committed at the target and plan it (memoized per commit)."""
+    """Read the pipeline committed at the target and plan it.
+
+    With ``memo_dir``, plans are remembered per commit and specs per content
+    of the pipeline files (see ``pipelines.memo``).
+    """
     if memo_dir is not None:
-        remembered = memo.load(memo_dir, target.commit)
+        remembered = memo.load_plan(memo_dir, target.commit)
         if remembered is not None:
             spec, plan = remembered
             return spec, replace(plan, repo=target.source, ref=target.ref)
-    from trainops.pipelines.loader import load_spec_at  # pydantic: only when parsing
-
-    spec = load_spec_at(target.repo, target.commit)
+    spec = _spec_at(target, memo_dir)
     snap = snapshot(target.repo, target.commit, spec)
     plan = build_plan(spec, snap, repo=target.source, commit=target.commit, ref=target.ref)
     if memo_dir is not None:
-        memo.save(memo_dir, spec, plan)
+        memo.save_plan(memo_dir, spec, plan)
     return spec, plan
+
+
+def _spec_at(target: Target, memo_dir: Path | None) -> Spec:
+    repo, commit, name = target.repo, target.commit, target.repo.path.name
+    if memo_dir is None:
+        from trainops.pipelines.loader import load_spec_at  # pydantic: only when parsing
+
+        return load_spec_at(repo, commit, name=name)
+    ids = repo.object_ids(commit, [TRAINOPS_FILE, DVC_FILE])
+    key = memo.spec_key(name, ids)
+    remembered = memo.load_spec(memo_dir, key)
+    if remembered is not None:
+        spec, sources = remembered
+        others = [s for s in sources if s not in ids]  # a dvc.yaml elsewhere
+        if not others or repo.object_ids(commit, others) == {s: sources[s] for s in others}:
+            return spec
+    from trainops.pipelines.loader import load_spec_at
+
+    spec = load_spec_at(repo, commit, name=name)
+    memo.save_spec(memo_dir, key, spec, repo.object_ids(commit, spec.sources))
+    return spec
 
 
 def new_run_id() -> str:

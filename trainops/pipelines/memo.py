@@ -1,46 +1,80 @@
-"""Plans remembered per commit: a commit's content never changes, so neither does its plan.
+"""Plans and specs remembered by content, so re-planning skips YAML and pydantic.
 
-Re-planning the same sha (a re-run, a redelivered webhook, a fully cached
-run) then costs one file read instead of parsing and validating YAML. The
-memo is keyed by the commit and by trainops' version and plan format; an
-unreadable or foreign file is simply a miss.
+- A plan is remembered per commit: a commit's content never changes, so
+  neither does its plan (a re-run, a redelivered webhook).
+- A spec is remembered per content of the pipeline files (their git blob
+  ids): a new commit that leaves them alone — most pushes — reuses the
+  validated spec and only re-plans, which is a few git calls.
+
+Records carry trainops' version and a format number; an unreadable, stale
+or foreign file is simply a miss.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pickle
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from trainops import __version__
 from trainops.models import Plan
 from trainops.pipelines.spec import Spec
 
-FORMAT = 1
+FORMAT = 2
+_STAMP = (FORMAT, __version__)
 
 
-def _path(memo_dir: Path, commit: str) -> Path:
-    return memo_dir / commit[:2] / f"{commit}.pickle"
-
-
-def load(memo_dir: Path, commit: str) -> tuple[Spec, Plan] | None:
-    try:
-        with _path(memo_dir, commit).open("rb") as f:
-            stamp, spec, plan = pickle.load(f)
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError):
+def load_plan(memo_dir: Path, commit: str) -> tuple[Spec, Plan] | None:
+    record = _load(memo_dir / "plans" / commit[:2] / f"{commit}.pickle")
+    if record is None:
         return None
-    if stamp != (FORMAT, __version__) or not isinstance(plan, Plan) or plan.commit != commit:
+    spec, plan = record
+    if not isinstance(spec, Spec) or not isinstance(plan, Plan) or plan.commit != commit:
         return None
     return spec, plan
 
 
-def save(memo_dir: Path, spec: Spec, plan: Plan) -> None:
-    path = _path(memo_dir, plan.commit)
+def save_plan(memo_dir: Path, spec: Spec, plan: Plan) -> None:
+    _save(memo_dir / "plans" / plan.commit[:2] / f"{plan.commit}.pickle", (spec, plan))
+
+
+def spec_key(default_name: str, file_ids: Mapping[str, str]) -> str:
+    """The memo key of a spec read from files with these blob ids."""
+    text = repr((default_name, sorted(file_ids.items())))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_spec(memo_dir: Path, key: str) -> tuple[Spec, dict[str, str]] | None:
+    """The spec and the blob ids of every file it was read from."""
+    record = _load(memo_dir / "specs" / key[:2] / f"{key}.pickle")
+    if record is None:
+        return None
+    spec, sources = record
+    return (spec, sources) if isinstance(spec, Spec) and isinstance(sources, dict) else None
+
+
+def save_spec(memo_dir: Path, key: str, spec: Spec, sources: Mapping[str, str]) -> None:
+    _save(memo_dir / "specs" / key[:2] / f"{key}.pickle", (spec, dict(sources)))
+
+
+def _load(path: Path) -> Any:
+    try:
+        with path.open("rb") as f:
+            stamp, payload = pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError):
+        return None
+    return payload if stamp == _STAMP else None
+
+
+def _save(path: Path, payload: Any) -> None:
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "wb") as f:
-            pickle.dump(((FORMAT, __version__), spec, plan), f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((_STAMP, payload), f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)

@@ -6,14 +6,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
 
 def parse_metrics(text: str, file: str) -> dict[str, float]:
     """Flatten ``{"eval": {"acc": 0.9}}`` to ``{"eval.acc": 0.9}``; numbers only.
 
     Raises ValueError naming the file when it is neither JSON nor YAML.
     """
+    import yaml  # here, not at the top: a cached run never parses metrics
+
     try:
         data: Any = json.loads(text) if file.endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:

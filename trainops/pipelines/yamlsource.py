@@ -39,7 +39,8 @@ class YamlDocument:
 
 def parse_yaml(text: str | bytes, file: str) -> YamlDocument:
     """Parse one YAML document; SpecError with the line on any syntax problem."""
-    loader = yaml.SafeLoader(text)
+    # libyaml's parser where available: the same node tree and marks, ~10x faster.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         node = loader.get_single_node()
         lines: dict[Path_, int] = {}
@@ -60,7 +61,7 @@ def parse_yaml(text: str | bytes, file: str) -> YamlDocument:
 
 
 def _build(
-    loader: yaml.SafeLoader,
+    loader: Any,
     node: yaml.Node,
     path: Path_,
     lines: dict[Path_, int],
