@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from trainops.config import QUIET_ENV
+from trainops.errors import TrainopsError
 
 if TYPE_CHECKING:
     from trainops.config import Settings
@@ -227,38 +230,182 @@ def _exit_code(result: RunResult) -> int:
 
 
 @app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (service.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (service.port).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the webhook service and its worker (GitHub, GitLab, git hook → runs)."""
+    settings = _settings(config)
+    if host:
+        settings.service.host = host
+    if port:
+        settings.service.port = port
+    from trainops.service.serve import serve_forever
+
+    try:
+        serve_forever(settings)
+    except TrainopsError as exc:
+        _handle(exc)
+
+
+hook_app = typer.Typer(help="The post-receive hook for plain git servers.", no_args_is_help=True)
+app.add_typer(hook_app, name="hook")
+
+
+@hook_app.command("install")
+def hook_install(
+    bare_repo: Annotated[Path, typer.Argument(help="The (bare) repository people push to.")],
+    url: Annotated[
+        str | None, typer.Option(help="The service's base URL (default: service.public_url).")
+    ] = None,
+    clone_url: Annotated[
+        str | None,
+        typer.Option(help="How the service fetches the repo (default: its path on this host)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace a post-receive hook that isn't ours.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Install the hook: every push to BARE_REPO then triggers trainops."""
+    from trainops import githook
+
+    settings = _settings(config)
+    secret = settings.githook.webhook_secret
+    base = (url or settings.service_url()).rstrip("/")
+    try:
+        hook = githook.install(
+            bare_repo.resolve(),
+            f"{base}/webhooks/git",
+            secret.reveal() if secret else "",
+            clone_url=clone_url,
+            force=force,
+        )
+    except TrainopsError as exc:
+        _handle(exc)
+    typer.echo(f"installed {hook}: pushes notify {base}/webhooks/git")
+
+
+@app.command()
 def demo(
     workdir: Annotated[
         Path | None, typer.Option("--dir", help="Where the demo repos live (default: data dir).")
     ] = None,
+    exit_at_end: Annotated[
+        bool, typer.Option("--exit", help="Stop the service once the run is through.")
+    ] = False,
+    port: Annotated[
+        int | None, typer.Option(help="Port for the service (0: any free one).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Make the example ML repo (git + DVC remote, once) and run its pipeline end to end."""
-    from trainops.demo import make_demo_repo
+    """The whole loop on embedded defaults: serve, push to a bare repo, watch the run."""
+    from trainops.service.serve import BackgroundServer
 
     settings = _settings(config)
+    if port is not None:
+        settings.service.port = port
     base = (workdir or settings.data_dir / "demo").resolve()
-    repo, remote = base / "digits", base / "dvc-remote"
-    example = Path(__file__).resolve().parent.parent / "examples" / "digits"
-    if not (repo / ".git").is_dir():
-        if not example.is_dir():
-            _fail(EXIT_ERRORED, f"the example is missing: {example} (run from a source checkout)")
-        _err(f"creating the demo repository {repo} (git + DVC, data on a local remote)")
-        repo.mkdir(parents=True, exist_ok=True)
-        from trainops.errors import TrainopsError
-
-        try:
-            make_demo_repo(example, repo, remote)
-        except TrainopsError as exc:
-            _handle(exc)
+    work, bare = base / "digits", base / "origin" / "digits.git"
+    _demo_repo(base, work)
+    _demo_secret(settings, base)
     # The example's stages call `python`: make it the interpreter trainops runs on,
     # which has the example's requirements (scikit-learn) installed.
     bin_dir = str(Path(sys.executable).parent)
     os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
-    result = _run(settings, repo, None, use_cache=True, quiet=False)
+    try:
+        server = BackgroundServer(settings).start()
+    except TrainopsError as exc:
+        _handle(exc)
+    try:
+        result = _demo_push(settings, server.url, work, bare)
+        if exit_at_end:
+            raise typer.Exit(_exit_code(result))
+        _err(
+            f"\ntrainops is serving at {server.url} (API: {server.url}/docs). Push to {bare} "
+            "to run again; Ctrl-C stops."
+        )
+        while True:
+            time.sleep(3600)
+    finally:
+        server.stop()
+
+
+def _demo_repo(base: Path, work: Path) -> None:
+    from trainops.demo import make_demo_repo
+
+    if (work / ".git").is_dir():
+        return
+    example = Path(__file__).resolve().parent.parent / "examples" / "digits"
+    if not example.is_dir():
+        _fail(EXIT_ERRORED, f"the example is missing: {example} (run from a source checkout)")
+    _err(f"creating the demo repository {work} (git + DVC, data on a local remote)")
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        make_demo_repo(example, work, base / "dvc-remote")
+    except TrainopsError as exc:
+        _handle(exc)
+
+
+def _demo_secret(settings: Settings, base: Path) -> None:
+    """The git hook's token: configured, or made once for the demo (mode 0600)."""
+    from trainops.config import Secret
+
+    if settings.githook.webhook_secret:
+        return
+    token_file = base / "githook.secret"
+    if not token_file.is_file():
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    settings.githook.webhook_secret = Secret(token_file.read_text().strip())
+
+
+def _demo_push(settings: Settings, url: str, work: Path, bare: Path) -> RunResult:
+    from trainops import demo, githook
+    from trainops.console import run_summary
+    from trainops.models import result_from_json
+
+    secret = settings.githook.webhook_secret
+    assert secret is not None
+    try:
+        demo.ensure_origin(work, bare)
+        githook.install(bare, f"{url}/webhooks/git", secret.reveal())
+        commit = demo.new_demo_commit(work, bare)
+        _err(f"service at {url}; pushing {commit[:12]} to {bare}")
+        for line in demo.push(work).splitlines():
+            _err(f"  remote: {line}")
+    except TrainopsError as exc:
+        _handle(exc)
+    shown: dict[str, str] = {}
+
+    def show(run: dict[str, Any]) -> None:
+        if "run" not in shown:
+            shown["run"] = run["id"]
+            _err(f"run {run['id']} ({run['trigger']} to {run['branch']})")
+        for stage in run["stages"]:
+            status = stage.get("status") or "queued"
+            if shown.get(stage["name"]) != status:
+                shown[stage["name"]] = status
+                note = " (cached)" if stage.get("cached") else ""
+                _err(f"  {stage['name']:<12} {status}{note}")
+
+    final = demo.follow_run(url, commit, on_change=show)
+    if final.get("error") and not final["stages"]:
+        _fail(EXIT_FAILED, f"run {final['id']} {final['status']}: {final['error']}")
+    store_result = _get_result(settings, final["id"])
+    result = result_from_json(store_result)
+    typer.echo("\n" + run_summary(result))
     if result.mlflow_run_id:
-        _err(f"\nbrowse it: .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri()}")
-    raise typer.Exit(_exit_code(result))
+        _err(f"browse it: .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri()}")
+    return result
+
+
+def _get_result(settings: Settings, run_id: str) -> dict[str, Any]:
+    path = settings.runs_dir / run_id / "result.json"
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
 
 
 def main() -> None:

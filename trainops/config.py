@@ -62,13 +62,84 @@ class TrackingSettings:
     """Experiment name; default: the pipeline's name."""
 
 
+class Secret(str):
+    """A string that does not show itself in reprs, logs or tracebacks."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self else "Secret('')"
+
+    def reveal(self) -> str:
+        """The value, said out loud where it is really needed (a comparison, a header)."""
+        return str.__str__(self)
+
+
+@dataclass
+class ForgeSettings:
+    """One inbound webhook source. Enabled by configuring its secret, never without one."""
+
+    webhook_secret: Secret | None = None
+    """GitHub: the HMAC secret; GitLab: the X-Gitlab-Token; git hook: the bearer token."""
+    enabled: bool | None = None
+    """None: enabled exactly when a secret is set. True without a secret refuses to start."""
+
+    def active(self, name: str) -> bool:
+        if self.enabled and not self.webhook_secret:
+            raise ConfigError(
+                f"{name} webhooks are enabled but {name}.webhook_secret is not set; set "
+                f"TRAINOPS_{name.upper()}__WEBHOOK_SECRET (trainops never accepts unverified hooks)"
+            )
+        return bool(self.webhook_secret) and self.enabled is not False
+
+
+@dataclass
+class ServiceSettings:
+    """The webhook service and its worker."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None
+    """How forges and people reach the service (links in reports); default: http://host:port."""
+    max_body_bytes: int = 25 * 1024 * 1024
+    """GitHub caps payloads at 25 MB; anything larger is refused with 413."""
+    max_concurrent_runs: int = 1
+    """Runs executing at once; the rest wait in the queue (default-branch runs first)."""
+    lease_s: float = 30.0
+    """A worker renews its claim this often (/3); a dead worker's work is taken over after it."""
+    poll_s: float = 1.0
+    api_token: Secret | None = None
+    """When set, POST /api/* needs ``Authorization: Bearer <token>``."""
+
+
 @dataclass
 class Settings:
     home: Path = Path(".trainops")
     mlflow_tracking_uri: str | None = None
     """Also read from ``MLFLOW_TRACKING_URI``, as every MLflow user expects."""
+    store_url: str | None = None
+    """SQLAlchemy URL of the service's store; default: SQLite in the data dir."""
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    github: ForgeSettings = field(default_factory=ForgeSettings)
+    gitlab: ForgeSettings = field(default_factory=ForgeSettings)
+    githook: ForgeSettings = field(default_factory=ForgeSettings)
+
+    def forges(self) -> dict[str, Secret]:
+        """The enabled webhook sources and their secrets (ConfigError if one is half set)."""
+        out = {}
+        for name in ("github", "gitlab", "githook"):
+            forge: ForgeSettings = getattr(self, name)
+            if forge.active(name) and forge.webhook_secret:
+                out[name] = forge.webhook_secret
+        return out
+
+    def store_uri(self) -> str:
+        return self.store_url or f"sqlite:///{self.data_dir / 'trainops.db'}"
+
+    def service_url(self) -> str:
+        return self.service.public_url or f"http://{self.service.host}:{self.service.port}"
 
     def __post_init__(self) -> None:
         # Accept sections as mappings too: Settings(runner={"cpu_slots": 2}).
@@ -242,4 +313,8 @@ def _scalar(kind: type, value: Any) -> Any:
         raise ValueError(value)
     if kind is Path:
         return Path(str(value))
+    if kind is Secret:
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return Secret(value)
     return kind(value)

@@ -9,18 +9,23 @@ trainops was installed with are the ones used, and never through a shell.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from trainops.config import child_env
 from trainops.errors import ConfigError, DataError
 from trainops.git import git
 
-__all__ = ["make_demo_repo"]
+__all__ = ["ensure_origin", "follow_run", "make_demo_repo", "new_demo_commit", "push"]
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +150,85 @@ def _undo(dest: Path, created: bool) -> None:
             shutil.rmtree(child, ignore_errors=True)
         else:
             child.unlink(missing_ok=True)
+
+
+def ensure_origin(work: Path, bare: Path) -> Path:
+    """A bare "origin" for the demo repository (the server people push to), once."""
+    if not (bare / "HEAD").is_file():
+        bare.parent.mkdir(parents=True, exist_ok=True)
+        git(
+            ["init", "-q", "--bare", "-b", "main", str(bare)],
+            cwd=bare.parent,
+            doing=f"creating the bare origin {bare}",
+        )
+    remotes = git(["remote"], cwd=work, doing="listing remotes").stdout.decode().split()
+    verb = "set-url" if "origin" in remotes else "add"
+    git(["remote", verb, "origin", str(bare)], cwd=work, doing=f"pointing origin at {bare}")
+    return bare
+
+
+def new_demo_commit(work: Path, bare: Path) -> str:
+    """The commit to push: the first one, or one that touches no stage's inputs."""
+    pushed = git(["rev-parse", "--verify", "-q", "main"], cwd=bare, doing="", check=False)
+    head = git(["rev-parse", "HEAD"], cwd=work, doing="reading HEAD").stdout.decode().strip()
+    if pushed.returncode != 0 or pushed.stdout.decode().strip() != head:
+        return head  # not pushed yet
+    notes = work / "PUSHES.md"
+    count = len(notes.read_text().splitlines()) if notes.exists() else 0
+    with notes.open("a") as f:
+        f.write(f"- demo push {count + 1}\n")
+    git(["add", "PUSHES.md"], cwd=work, doing="staging PUSHES.md")
+    git(
+        ["commit", "-q", "--no-verify", "-m", f"docs: demo push {count + 1}"],
+        cwd=work,
+        doing="committing a change no stage depends on",
+    )
+    return git(["rev-parse", "HEAD"], cwd=work, doing="reading HEAD").stdout.decode().strip()
+
+
+def push(work: Path) -> str:
+    """``git push origin main``; returns what the server said (the hook's lines)."""
+    out = git(["push", "origin", "HEAD:refs/heads/main"], cwd=work, doing="pushing to origin")
+    return "\n".join(
+        line.removeprefix("remote: ").strip()
+        for line in out.stderr.decode(errors="replace").splitlines()
+        if line.startswith("remote: ")
+    )
+
+
+TERMINAL = frozenset({"succeeded", "failed", "errored", "cancelled", "superseded"})
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def follow_run(
+    service: str,
+    commit: str,
+    *,
+    on_change: Callable[[dict[str, Any]], None],
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """Watch the service's API until the run of ``commit`` ends; returns its final JSON.
+
+    ``on_change`` gets the run each time its status or a stage's state moves.
+    """
+    deadline = time.monotonic() + timeout_s
+    run_id = None
+    seen = None
+    while time.monotonic() < deadline:
+        if run_id is None:
+            runs = _get(f"{service}/api/runs?limit=20")
+            run_id = next((r["id"] for r in runs if r["commit"] == commit), None)
+        if run_id is not None:
+            run = _get(f"{service}/api/runs/{urllib.parse.quote(run_id)}")
+            state = (run["status"], [(s["name"], s.get("status")) for s in run["stages"]])
+            if state != seen:
+                seen = state
+                on_change(run)
+            if run["status"] in TERMINAL:
+                return dict(run)
+        time.sleep(0.2)
+    raise TimeoutError(f"no finished run for {commit[:12]} after {timeout_s:.0f}s")

@@ -12,6 +12,7 @@ failed (a stage exited non-zero, a gate said no) is an outcome, carried by
     ├── GitError             a git command on a repository went wrong
     ├── DataError            DVC could not pull declared data
     ├── CacheError           the stage cache is unreadable or unwritable
+    ├── StoreError           the event/run database is unreachable or refused a write
     ├── ExecutorError        an executor broke while running a plan
     │   └── GpuUnavailable   a stage asks for GPUs this host does not have
     └── TrackingError        MLflow refused what we logged
@@ -61,6 +62,10 @@ class DataError(TrainopsError):
 
 class CacheError(TrainopsError):
     """The stage cache could not be read or written."""
+
+
+class StoreError(TrainopsError):
+    """The event and run database could not be reached, migrated or written."""
 
 
 class ExecutorError(TrainopsError):

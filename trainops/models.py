@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -199,6 +199,138 @@ class RunResult:
         }
 
 
+def result_from_json(data: Mapping[str, Any]) -> RunResult:
+    """The inverse of ``RunResult.to_json`` (the API and the run dir keep results as JSON)."""
+    stages = []
+    for s in data.get("stages", []):
+        gpu = None
+        if s.get("gpus"):
+            gpu = GpuUsage(
+                uuids=tuple(s["gpus"]),
+                gpu_seconds=s.get("gpu_seconds", 0.0),
+                util_mean=s.get("gpu_util_mean"),
+                mem_peak_bytes=s.get("gpu_mem_peak_bytes"),
+                energy_j=s.get("energy_j"),
+            )
+        stages.append(
+            StageResult(
+                name=s["name"],
+                status=StageStatus(s["status"]),
+                cached=s.get("cached", False),
+                exit_code=s.get("exit_code"),
+                duration_s=s.get("duration_s", 0.0),
+                attempts=s.get("attempts", 0),
+                gpu=gpu,
+                metrics=s.get("metrics", {}),
+                reason=s.get("reason"),
+                log_path=s.get("log_path"),
+                log_tail=s.get("log_tail", ""),
+                cached_from=s.get("cached_from"),
+            )
+        )
+    duration = data.get("duration_s", 0.0)
+    return RunResult(
+        run_id=data["run_id"],
+        pipeline=data.get("pipeline", ""),
+        repo=data.get("repo", ""),
+        commit=data.get("commit", ""),
+        ref=data.get("ref"),
+        status=RunStatus(data["status"]),
+        stages=tuple(stages),
+        metrics=data.get("metrics", {}),
+        started_at=0.0,
+        finished_at=duration,
+        error=data.get("error"),
+        mlflow_run_id=data.get("mlflow_run_id"),
+    )
+
+
 def now() -> float:
     """Wall-clock seconds; one place so tests can reason about time."""
     return time.time()
+
+
+# -- inbound: what a forge (or a git hook) told us ------------------------------
+
+
+class EventKind(StrEnum):
+    PUSH = "push"  # a branch moved
+    TAG = "tag"  # a tag was pushed
+    MERGE_REQUEST = "merge_request"  # GitHub pull request / GitLab merge request
+    COMMENT = "comment"  # a comment on a merge request
+    PING = "ping"  # the forge checking the hook
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    """The repository an event is about, as the forge names it."""
+
+    forge: str  # github | gitlab | git
+    full_name: str  # "acme/digits"; for a plain git server, the repo's path
+    clone_url: str
+    default_branch: str | None = None
+    web_url: str | None = None
+
+
+@dataclass(frozen=True)
+class MergeRequestRef:
+    number: int  # GitHub PR number, GitLab MR iid
+    action: str  # opened | synchronize | reopened | closed | merged | update | ...
+    title: str
+    url: str
+    source_branch: str
+    target_branch: str
+    head_sha: str
+    is_fork: bool
+    """The source branch lives in another repository: its code is untrusted."""
+    source_clone_url: str | None = None
+    draft: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    """One webhook delivery, normalized; the same shape for every forge."""
+
+    forge: str
+    delivery_id: str
+    kind: str
+    repo: RepoRef | None
+    action: str | None = None
+    ref: str | None = None  # "refs/heads/main"
+    before: str | None = None
+    after: str | None = None  # the commit to run (push: new head; MR: head sha)
+    deleted: bool = False
+    merge_request: MergeRequestRef | None = None
+    comment: str | None = None
+    author: str | None = None
+    author_association: str | None = None
+    """GitHub's OWNER / MEMBER / COLLABORATOR / CONTRIBUTOR / NONE; None where unknown."""
+    changed_paths: tuple[str, ...] | None = None
+    """Paths the pushed commits touched, when the forge listed them all; None: unknown."""
+    head_message: str | None = None
+
+    @property
+    def branch(self) -> str | None:
+        if self.ref and self.ref.startswith("refs/heads/"):
+            return self.ref.removeprefix("refs/heads/")
+        return None
+
+    @property
+    def tag(self) -> str | None:
+        if self.ref and self.ref.startswith("refs/tags/"):
+            return self.ref.removeprefix("refs/tags/")
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Event:
+        values = dict(data)
+        if values.get("repo") is not None:
+            values["repo"] = RepoRef(**values["repo"])
+        if values.get("merge_request") is not None:
+            values["merge_request"] = MergeRequestRef(**values["merge_request"])
+        if values.get("changed_paths") is not None:
+            values["changed_paths"] = tuple(values["changed_paths"])
+        return cls(**values)

@@ -96,7 +96,7 @@ class WorkspacePool:
         """
         origin = _origin(source)
         name = mirror_name(origin)
-        mirror = self._mirror(origin, name, commit)
+        mirror = self.mirror(source, commit)
         slot, fd = _claim_slot(self.workspaces_dir / name, self.slots)
         try:
             self._check_out(mirror, slot, commit)
@@ -108,8 +108,14 @@ class WorkspacePool:
 
     # -- the mirror ------------------------------------------------------------
 
-    def _mirror(self, origin: str, name: str, commit: str) -> Path:
-        """The bare mirror of ``origin``, holding ``commit``; fetches only when it must."""
+    def mirror(self, source: str | Path, commit: str) -> Path:
+        """The bare mirror of ``source``, holding ``commit``; fetches only when it must.
+
+        The service reads pipeline files from it (``git cat-file``) before any
+        workspace exists. Raises GitError when ``commit`` cannot be had.
+        """
+        origin = _origin(source)
+        name = mirror_name(origin)
         path = self.repos_dir / name
         if _has_commit(path, commit):
             return path  # the usual case: no network, no lock

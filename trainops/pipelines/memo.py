@@ -26,7 +26,30 @@ from trainops.models import Plan
 from trainops.pipelines.spec import Spec
 
 FORMAT = 2
-_STAMP = (FORMAT, __version__)
+
+
+def _shape() -> str:
+    """The field names of every pickled class: a changed value type is a miss, not a crash."""
+    from dataclasses import fields
+
+    from trainops.models import PlannedStage, Resources
+    from trainops.pipelines import spec as s
+
+    classes = (
+        Plan,
+        PlannedStage,
+        Resources,
+        s.Spec,
+        s.StageSpec,
+        s.ParamRef,
+        s.GateRule,
+        s.PromoteSpec,
+        s.TriggerSpec,
+    )
+    return ";".join(f"{c.__name__}:{','.join(f.name for f in fields(c))}" for c in classes)
+
+
+_STAMP = (FORMAT, __version__, hashlib.sha256(_shape().encode()).hexdigest()[:16])
 
 
 def load_plan(memo_dir: Path, commit: str) -> tuple[Spec, Plan] | None:

@@ -154,6 +154,24 @@ class RawPromote(_Raw):
     environments: list[str] = Field(default_factory=lambda: ["staging"])
 
 
+class RawTriggers(_Raw):
+    """Which git events run the pipeline (service mode). Default: pushes to the default
+    branch and merge requests (never a fork's without a maintainer's approval)."""
+
+    branches: list[str] | None = Field(
+        None,
+        description="Branch patterns whose pushes run the pipeline ('release/*'); "
+        "default: the repository's default branch only.",
+    )
+    merge_requests: bool = Field(True, description="Run for merge (pull) requests.")
+    tags: bool = Field(False, description="Run for pushed tags.")
+    paths: list[str] | None = Field(
+        None,
+        description="Run only when a changed path matches one of these patterns "
+        "('src/**', 'params.yaml'); default: any change.",
+    )
+
+
 class RawPipeline(_Raw):
     """trainops.yaml, format version 1."""
 
@@ -182,6 +200,7 @@ class RawPipeline(_Raw):
         default_factory=dict, description="Metric name → rules; all must hold."
     )
     promote: RawPromote | None = None
+    triggers: RawTriggers | None = None
 
 
 class RawDvcStage(BaseModel):

@@ -74,6 +74,15 @@ class PromoteSpec:
 
 
 @dataclass(frozen=True)
+class TriggerSpec:
+    branches: tuple[str, ...] | None = None
+    """Branch patterns; None: the repository's default branch."""
+    merge_requests: bool = True
+    tags: bool = False
+    paths: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str
     image: str | None
@@ -83,6 +92,7 @@ class Spec:
     gate: tuple[GateRule, ...]
     promote: PromoteSpec | None
     sources: tuple[str, ...]
+    triggers: TriggerSpec = TriggerSpec()
 
     def stage(self, name: str) -> StageSpec:
         return next(s for s in self.stages if s.name == name)

@@ -26,6 +26,7 @@ from trainops.pipelines.spec import (
     PromoteSpec,
     Spec,
     StageSpec,
+    TriggerSpec,
     inside,
     overlaps,
 )
@@ -302,6 +303,7 @@ def build_spec(
         gate=_gate(pipeline),
         promote=_promote(pipeline, trainops, ordered, out),
         sources=tuple(docs),
+        triggers=_triggers(pipeline),
     )
     if out.problems:
         raise SpecError(out.problems)
@@ -403,6 +405,18 @@ def _data_pull(
     if pipeline is None or doc is None or pipeline.data is None or pipeline.data.pull is None:
         return None
     return _paths(out, doc, ("data", "pull"), "", ".", pipeline.data.pull)
+
+
+def _triggers(pipeline: raw.RawPipeline | None) -> TriggerSpec:
+    t = pipeline.triggers if pipeline else None
+    if t is None:
+        return TriggerSpec()
+    return TriggerSpec(
+        branches=tuple(t.branches) if t.branches is not None else None,
+        merge_requests=t.merge_requests,
+        tags=t.tags,
+        paths=tuple(t.paths) if t.paths is not None else None,
+    )
 
 
 def _gate(pipeline: raw.RawPipeline | None) -> tuple[GateRule, ...]:

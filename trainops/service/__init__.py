@@ -1,0 +1,1 @@
+"""The webhook service: FastAPI app (webhooks, JSON API, health) and its worker."""

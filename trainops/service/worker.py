@@ -1,0 +1,276 @@
+"""The worker: stored events → runs → results, with leases so nothing is lost or done twice.
+
+Two kinds of loops share one store:
+
+- the **event loop** claims received events (oldest first), applies the
+  trigger policy, reads the pipeline at the event's commit from a mirror and
+  creates one run per run key, superseding older runs of the same branch or
+  merge request;
+- **run loops** (``service.max_concurrent_runs`` of them) claim queued runs
+  in priority order — default branch first — and execute them with the
+  local runner, renewing their lease and watching for cancellation.
+
+A worker that dies leaves claimed rows whose lease expires; the next worker
+(or this one after a restart) takes them over, so an acknowledged delivery
+always becomes a run, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+
+from trainops.config import Settings
+from trainops.errors import SpecError, TrainopsError
+from trainops.git import GitRepo
+from trainops.gpu_runners.workspace import WorkspacePool
+from trainops.models import Event, RunResult, RunStatus
+from trainops.orchestrator import Target, new_run_id, plan_target, run_plan
+from trainops.protocols import Executor
+from trainops.service.progress import StoreProgress
+from trainops.store import EventRecord, NewRun, RunRecord, Store
+from trainops.triggers import CloseGroup, Ignore, decide, run_key, screen
+
+log = logging.getLogger(__name__)
+
+ExecutorFactory = Callable[[Settings], Executor]
+
+
+def _local_runner(settings: Settings) -> Executor:
+    from trainops.gpu_runners.runner import LocalRunner
+
+    return LocalRunner(settings)
+
+
+class Worker:
+    """One per service process; ``start()`` its threads, ``stop()`` them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        executor_factory: ExecutorFactory = _local_runner,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.wake = threading.Event()
+        """Set by the web app when it stored an event: look now, not at the next poll."""
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._cancels: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._executor = executor_factory(settings)
+        self.mirrors = WorkspacePool(
+            settings.repos_dir, settings.workspaces_dir, settings.dvc_cache_dir
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        loops = [("events", self._event_loop)] + [
+            (f"runs-{i}", self._run_loop) for i in range(self.settings.service.max_concurrent_runs)
+        ]
+        for name, target in loops:
+            thread = threading.Thread(target=target, name=f"trainops-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("worker %s started", self.owner)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; cancel running stages (their runs are taken over after a restart)."""
+        self._stop.set()
+        self.wake.set()
+        with self._lock:
+            for cancel in self._cancels.values():
+                cancel.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # -- events → runs -----------------------------------------------------------
+
+    def _event_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                record = self.store.claim_event(self.owner, self.settings.service.lease_s)
+            except TrainopsError as exc:
+                log.warning("claiming an event: %s", exc)
+                record = None
+            if record is None:
+                self.wake.wait(self.settings.service.poll_s)
+                self.wake.clear()
+                continue
+            try:
+                status, note = self.process_event(record)
+            except Exception as exc:  # one bad event must not stop the loop
+                log.exception("processing event %s", record.id)
+                status, note = "failed", f"{type(exc).__name__}: {exc}"
+            self.store.finish_event(record.id, status, note)
+
+    def process_event(self, record: EventRecord) -> tuple[str, str]:
+        """Decide and record what the event means; returns the event's (status, note)."""
+        event = record.event
+        screened = screen(event)
+        if isinstance(screened, Ignore):
+            return "ignored", screened.reason
+        if isinstance(screened, CloseGroup):
+            touched = self.store.supersede(screened.group_key, by_run_id="")
+            return "processed", f"{screened.reason}; stopped {len(touched)} run(s)"
+        assert event.repo is not None and event.after
+        commit = event.merge_request.head_sha if event.merge_request else event.after
+        commit = commit or event.after
+        try:
+            mirror = self.mirrors.mirror(event.repo.clone_url, commit)
+            target = Target(GitRepo(mirror), commit, event.ref, event.branch)
+            spec, plan = plan_target(target, memo_dir=self.settings.memo_dir)
+        except SpecError as exc:
+            return self._invalid_pipeline(record, event, commit, exc)
+        decision = decide(event, spec.triggers)
+        if isinstance(decision, Ignore):
+            return "ignored", decision.reason
+        key = run_key(event, decision, plan.spec_digest)
+        run, created = self.store.create_run(
+            NewRun(
+                run_id=new_run_id(),
+                run_key=key,
+                event_id=record.id,
+                forge=event.forge,
+                repo=event.repo.full_name,
+                clone_url=event.repo.clone_url,
+                commit=decision.commit,
+                ref=decision.ref,
+                branch=decision.branch,
+                mr_number=decision.mr_number,
+                trigger=decision.trigger,
+                group_key=decision.group_key,
+                priority=decision.priority,
+            )
+        )
+        if not created:
+            return "processed", f"same run as {run.run_id}"
+        superseded = self.store.supersede(decision.group_key, by_run_id=run.run_id)
+        if superseded:
+            log.info("run %s supersedes %s", run.run_id, ", ".join(superseded))
+            self._cancel_local(superseded)
+        self.wake.set()
+        return "processed", f"run {run.run_id}"
+
+    def _invalid_pipeline(
+        self, record: EventRecord, event: Event, commit: str, exc: SpecError
+    ) -> tuple[str, str]:
+        """An invalid pipeline file is the repository's failure: a failed run says where."""
+        assert event.repo is not None
+        run, created = self.store.create_run(
+            NewRun(
+                run_id=new_run_id(),
+                run_key=f"invalid:{event.forge}:{event.repo.full_name}:{commit}",
+                event_id=record.id,
+                forge=event.forge,
+                repo=event.repo.full_name,
+                clone_url=event.repo.clone_url,
+                commit=commit,
+                ref=event.ref or "",
+                branch=event.branch,
+                mr_number=event.merge_request.number if event.merge_request else None,
+                trigger=event.kind,
+                group_key=f"invalid:{record.id}",
+                priority=0,
+            )
+        )
+        if created:
+            self.store.finish_run(run.run_id, "failed", result=None, error=str(exc))
+        return "processed", f"invalid pipeline: run {run.run_id}"
+
+    # -- runs --------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                run = self.store.claim_run(self.owner, self.settings.service.lease_s)
+            except TrainopsError as exc:
+                log.warning("claiming a run: %s", exc)
+                run = None
+            if run is None:
+                self.wake.wait(self.settings.service.poll_s)
+                continue
+            try:
+                self.execute(run)
+            except Exception as exc:
+                log.exception("executing run %s", run.run_id)
+                self.store.finish_run(
+                    run.run_id, "errored", result=None, error=f"{type(exc).__name__}: {exc}"
+                )
+
+    def execute(self, run: RunRecord) -> None:
+        cancel = threading.Event()
+        with self._lock:
+            self._cancels[run.run_id] = cancel
+        heartbeat = threading.Thread(target=self._heartbeat, args=(run.run_id, cancel), daemon=True)
+        heartbeat.start()
+        try:
+            result = self._execute(run, cancel)
+        finally:
+            with self._lock:
+                self._cancels.pop(run.run_id, None)
+            cancel.set()  # ends the heartbeat
+        if self._stop.is_set() and result.status is RunStatus.CANCELLED:
+            return  # shutting down: the lease expires and the run is taken over
+        latest = self.store.get_run(run.run_id)
+        status = result.status.value
+        if result.status is RunStatus.CANCELLED and latest and latest.superseded_by is not None:
+            status = "superseded"
+        self.store.finish_run(run.run_id, status, result=result.to_json(), error=result.error)
+
+    def _execute(self, run: RunRecord, cancel: threading.Event) -> RunResult:
+        mirror = self.mirrors.mirror(run.clone_url, run.commit)
+        target = Target(GitRepo(mirror), run.commit, run.ref, run.branch)
+        spec, plan = plan_target(target, memo_dir=self.settings.memo_dir)
+        plan = replace(plan, repo=run.clone_url)  # workspaces mirror the origin, not the mirror
+        return run_plan(
+            self.settings,
+            spec,
+            plan,
+            executor=self._executor,
+            observer=StoreProgress(self.store, run.run_id),
+            cancel=cancel,
+            branch=run.branch,
+            run_id=run.run_id,
+        )
+
+    def _heartbeat(self, run_id: str, cancel: threading.Event) -> None:
+        """Keep the lease and notice a cancel or supersede requested through the store."""
+        every = max(self.settings.service.lease_s / 3, 0.05)
+        check = min(every, 0.5)
+        waited = 0.0
+        while not cancel.wait(check):
+            waited += check
+            latest = self.store.get_run(run_id)
+            if latest is None or latest.cancel_requested:
+                cancel.set()
+                return
+            if waited >= every:
+                waited = 0.0
+                if not self.store.renew_run_lease(
+                    run_id, self.owner, self.settings.service.lease_s
+                ):
+                    log.warning("lost the lease of run %s; stopping it here", run_id)
+                    cancel.set()
+                    return
+
+    def _cancel_local(self, run_ids: list[str]) -> None:
+        with self._lock:
+            for run_id in run_ids:
+                if run_id in self._cancels:
+                    self._cancels[run_id].set()
+
+    def cancel(self, run_id: str) -> RunRecord | None:
+        """Cancel a run: queued ones at once, running ones through their heartbeat."""
+        record = self.store.request_cancel(run_id)
+        self._cancel_local([run_id])
+        return record
