@@ -233,10 +233,15 @@ def _exit_code(result: RunResult) -> int:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (service.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (service.port).")] = None,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Also work the queue in this process.")
+    ] = True,
     config: ConfigOpt = None,
 ) -> None:
     """Run the webhook service and its worker (GitHub, GitLab, git hook → runs)."""
     settings = _settings(config)
+    if not worker:
+        settings.service.worker = False
     if host:
         settings.service.host = host
     if port:

@@ -83,6 +83,9 @@ class ForgeSettings:
     """GitHub: the HMAC secret; GitLab: the X-Gitlab-Token; git hook: the bearer token."""
     enabled: bool | None = None
     """None: enabled exactly when a secret is set. True without a secret refuses to start."""
+    token: Secret | None = None
+    """An access token for fetching private repositories over HTTPS (and, later, for
+    reporting back); sent as an HTTP header through the environment, never in argv."""
 
     def active(self, name: str) -> bool:
         if self.enabled and not self.webhook_secret:
@@ -103,6 +106,8 @@ class ServiceSettings:
     """How forges and people reach the service (links in reports); default: http://host:port."""
     max_body_bytes: int = 25 * 1024 * 1024
     """GitHub caps payloads at 25 MB; anything larger is refused with 413."""
+    worker: bool = True
+    """Run the worker in this process; false for a web-only replica (another process works)."""
     max_concurrent_runs: int = 1
     """Runs executing at once; the rest wait in the queue (default-branch runs first)."""
     lease_s: float = 30.0

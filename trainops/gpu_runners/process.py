@@ -68,6 +68,7 @@ def run_process(
     on_line: Callable[[str], None] | None = None,
     kill_grace_s: float = 5.0,
     tail_lines: int = 40,
+    pid_file: Path | None = None,
 ) -> ProcessOutcome:
     """Run ``cmd`` in ``cwd`` until it exits, times out or ``cancel`` is set.
 
@@ -96,6 +97,9 @@ def run_process(
         log_file.close()
         raise ExecutorError(f"running {cmd!r} in {str(cwd)!r} with {_SHELL}: {exc}") from exc
     assert proc.stdout is not None
+    if pid_file is not None:
+        # For whoever takes the run over if this process dies: see reap_orphans.
+        pid_file.write_text(f"{proc.pid}\n")
     reader = _OutputReader(proc.stdout, log_file, on_line, tail_lines)
     reader.start()
     exited = threading.Event()
@@ -117,6 +121,8 @@ def run_process(
         _signal_group(proc.pid, signal.SIGKILL)
         exit_code = proc.wait()
         reader.finish()
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)
     return ProcessOutcome(
         exit_code=exit_code,
         timed_out=timed_out,
@@ -243,3 +249,29 @@ class _OutputReader(threading.Thread):
 
     def tail(self) -> str:
         return "\n".join(self._tail)
+
+
+def reap_orphans(pid_dir: Path, marker: str) -> list[int]:
+    """Kill the process groups of stages whose supervisor died (a SIGKILLed service).
+
+    Stages run in sessions of their own, so they outlive a killed runner and
+    would keep writing into a workspace (and using a GPU) that a new attempt
+    is about to be given. Each stage left a ``*.pid`` file; a group is killed
+    only if its leader still carries ``marker`` in its environment
+    (``TRAINOPS_RUN_ID=<run>``), so a recycled pid is never hit. Returns the
+    groups killed.
+    """
+    killed = []
+    for pid_file in sorted(pid_dir.glob("*.pid")):
+        try:
+            pid = int(pid_file.read_text().strip())
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            pid_file.unlink(missing_ok=True)
+            continue
+        if marker.encode() in environ:
+            _signal_group(pid, signal.SIGKILL)
+            killed.append(pid)
+            log.warning("killed the orphaned stage process group %d (%s)", pid, pid_file.stem)
+        pid_file.unlink(missing_ok=True)
+    return killed

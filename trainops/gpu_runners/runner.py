@@ -26,6 +26,7 @@ from trainops.errors import DataError, TrainopsError
 from trainops.gpu_runners import data
 from trainops.gpu_runners.allocator import GpuAllocator, GpuLease
 from trainops.gpu_runners.devices import GpuProbe
+from trainops.gpu_runners.process import reap_orphans
 from trainops.gpu_runners.stage import StageJob, execute_stage
 from trainops.gpu_runners.workspace import WorkspacePool
 from trainops.models import (
@@ -137,6 +138,9 @@ class LocalRunner:
         observer: RunObserver,
         cancel: threading.Event,
     ) -> None:
+        log_dir = self.settings.runs_dir / run_id / "logs"
+        # A run taken over from a dead worker: its stages may still be running.
+        reap_orphans(log_dir, f"TRAINOPS_RUN_ID={run_id}")
         observer.run_message(f"checking out {plan.commit[:12]} into a workspace")
         with self.workspaces.acquire(plan.repo, plan.commit) as ws:
             if plan.data_pull:
@@ -145,7 +149,6 @@ class LocalRunner:
             to_run = [s for s in plan.stages if s.name not in hits]
             for name in sorted({n for s in to_run for n in s.needs if n in hits}):
                 self.cache.restore(hits[name], ws.path)
-            log_dir = self.settings.runs_dir / run_id / "logs"
             log_dir.mkdir(parents=True, exist_ok=True)
 
             def job(stage: PlannedStage, lease: GpuLease | None) -> StageJob:

@@ -88,6 +88,7 @@ def execute_stage(
                 on_line=partial(observer.stage_log, stage.name),
                 kill_grace_s=settings.runner.kill_grace_s,
                 tail_lines=settings.runner.log_tail_lines,
+                pid_file=job.log_dir / f"{stage.name}.pid",
             )
         finally:
             if monitor is not None:

@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -108,11 +108,14 @@ class WorkspacePool:
 
     # -- the mirror ------------------------------------------------------------
 
-    def mirror(self, source: str | Path, commit: str) -> Path:
+    def mirror(
+        self, source: str | Path, commit: str, *, git_env: Mapping[str, str] | None = None
+    ) -> Path:
         """The bare mirror of ``source``, holding ``commit``; fetches only when it must.
 
         The service reads pipeline files from it (``git cat-file``) before any
-        workspace exists. Raises GitError when ``commit`` cannot be had.
+        workspace exists. ``git_env`` carries credentials for clone and fetch
+        (``trainops.git.auth_env``). Raises GitError when ``commit`` cannot be had.
         """
         origin = _origin(source)
         name = mirror_name(origin)
@@ -121,18 +124,19 @@ class WorkspacePool:
             return path  # the usual case: no network, no lock
         with _flocked(self.repos_dir / f"{name}.lock"):
             if not (path / "HEAD").is_file():
-                self._clone(origin, path)
+                self._clone(origin, path, git_env)
             elif not _has_commit(path, commit):
                 git(
                     [f"--git-dir={path}", "fetch", "--prune", "--quiet"],
                     cwd=self.repos_dir,
                     doing=f"fetching {origin} into its mirror",
+                    env=git_env,
                 )
         if not _has_commit(path, commit):
             raise GitError(f"checking out {commit}: no such commit in {origin} (fetched just now)")
         return path
 
-    def _clone(self, origin: str, path: Path) -> None:
+    def _clone(self, origin: str, path: Path, git_env: Mapping[str, str] | None) -> None:
         """Clone next to ``path`` and rename, so a clone cut short leaves no mirror behind."""
         partial = path.with_name(f"{path.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -141,6 +145,7 @@ class WorkspacePool:
             ["clone", "--mirror", "--quiet", "--", origin, str(partial)],
             cwd=self.repos_dir,
             doing=f"mirroring {origin}",
+            env=git_env,
         )
         partial.rename(path)
 

@@ -134,7 +134,7 @@ def _run_json(store: Store, r: RunRecord, *, detail: bool) -> dict[str, Any]:
         data["event_id"] = r.event_id
         data["run_key"] = r.run_key
         data["mlflow_run_id"] = (r.result or {}).get("mlflow_run_id")
-        data["message"] = (r.progress or {}).get("message")
+        data["message"] = None if r.finished else (r.progress or {}).get("message")
     return data
 
 

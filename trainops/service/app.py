@@ -53,7 +53,7 @@ def create_app(
         worker = Worker(settings, the_store, executor_factory=executor_factory)
         app.state.store = the_store
         app.state.worker = worker
-        if start_worker:
+        if start_worker and settings.service.worker:
             worker.start()
         try:
             yield

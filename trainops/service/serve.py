@@ -16,6 +16,9 @@ from trainops.service.app import create_app
 
 def _check_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As uvicorn binds: connections of a previous (killed) server lingering in
+        # TIME_WAIT must not block a restart; a live listener still fails the bind.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

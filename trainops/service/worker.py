@@ -27,7 +27,7 @@ from dataclasses import replace
 
 from trainops.config import Settings
 from trainops.errors import SpecError, TrainopsError
-from trainops.git import GitRepo
+from trainops.git import GitRepo, auth_env
 from trainops.gpu_runners.workspace import WorkspacePool
 from trainops.models import Event, RunResult, RunStatus
 from trainops.orchestrator import Target, new_run_id, plan_target, run_plan
@@ -126,7 +126,9 @@ class Worker:
         commit = event.merge_request.head_sha if event.merge_request else event.after
         commit = commit or event.after
         try:
-            mirror = self.mirrors.mirror(event.repo.clone_url, commit)
+            mirror = self.mirrors.mirror(
+                event.repo.clone_url, commit, git_env=self._auth(event.forge)
+            )
             target = Target(GitRepo(mirror), commit, event.ref, event.branch)
             spec, plan = plan_target(target, memo_dir=self.settings.memo_dir)
         except SpecError as exc:
@@ -228,7 +230,7 @@ class Worker:
         self.store.finish_run(run.run_id, status, result=result.to_json(), error=result.error)
 
     def _execute(self, run: RunRecord, cancel: threading.Event) -> RunResult:
-        mirror = self.mirrors.mirror(run.clone_url, run.commit)
+        mirror = self.mirrors.mirror(run.clone_url, run.commit, git_env=self._auth(run.forge))
         target = Target(GitRepo(mirror), run.commit, run.ref, run.branch)
         spec, plan = plan_target(target, memo_dir=self.settings.memo_dir)
         plan = replace(plan, repo=run.clone_url)  # workspaces mirror the origin, not the mirror
@@ -262,6 +264,14 @@ class Worker:
                     log.warning("lost the lease of run %s; stopping it here", run_id)
                     cancel.set()
                     return
+
+    def _auth(self, forge: str) -> dict[str, str] | None:
+        """Credentials to fetch a forge's private repositories over HTTPS, if configured."""
+        settings = {"github": self.settings.github, "gitlab": self.settings.gitlab}.get(forge)
+        if settings is None or not settings.token:
+            return None
+        user = "oauth2" if forge == "gitlab" else "x-access-token"
+        return auth_env(settings.token.reveal(), user)
 
     def _cancel_local(self, run_ids: list[str]) -> None:
         with self._lock:
