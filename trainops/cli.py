@@ -390,8 +390,8 @@ def _demo_push(settings: Settings, url: str, work: Path, bare: Path) -> RunResul
             shown["run"] = run["id"]
             _err(f"run {run['id']} ({run['trigger']} to {run['branch']})")
         for stage in run["stages"]:
-            status = stage.get("status") or "queued"
-            if shown.get(stage["name"]) != status:
+            status = stage.get("status") or "pending"
+            if status != "pending" and shown.get(stage["name"]) != status:
                 shown[stage["name"]] = status
                 note = " (cached)" if stage.get("cached") else ""
                 _err(f"  {stage['name']:<12} {status}{note}")

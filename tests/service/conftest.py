@@ -286,14 +286,11 @@ def make_settings(
     home: Path, *, forges: tuple[str, ...] = ("github", "gitlab", "githook"), **service: Any
 ) -> Settings:
     secrets = {"github": GITHUB_SECRET, "gitlab": GITLAB_TOKEN, "githook": GITHOOK_TOKEN}
-    return Settings.load(
-        environ={},
-        home=home,
-        **{name: {"webhook_secret": secrets[name]} for name in forges},
-        service={"port": 0, "poll_s": 0.05, "lease_s": 5, **service},
-        tracking={"enabled": False},
-        runner={"kill_grace_s": 1},
-    )
+    sections: dict[str, Any] = {name: {"webhook_secret": secrets[name]} for name in forges}
+    sections["service"] = {"port": 0, "poll_s": 0.05, "lease_s": 5, **service}
+    sections["tracking"] = {"enabled": False}
+    sections["runner"] = {"kill_grace_s": 1}
+    return Settings.load(environ={}, home=home, **sections)
 
 
 @pytest.fixture

@@ -163,4 +163,6 @@ def _record_ignored(store: Store, forge: str, headers: dict[str, str], body: byt
     delivery = delivery or "sha256:" + hashlib.sha256(body).hexdigest()
     kind = next((headers[h] for h in _KIND_HEADERS if headers.get(h)), "unknown")
     event = Event(forge=forge, delivery_id=delivery, kind=kind, repo=None)
-    store.add_event(event, status="ignored", note=f"{kind!r} events are not acted on")
+    store.add_event(
+        event, status="ignored", note=f"this {kind!r} delivery asks nothing of trainops"
+    )

@@ -18,12 +18,20 @@ from trainops.store import Store
 class StoreProgress:
     """Records stage states as ``{"stages": {name: {...}}, "message": ...}``."""
 
-    def __init__(self, store: Store, run_id: str, also: RunObserver | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        stages: tuple[str, ...] = (),
+        also: RunObserver | None = None,
+    ) -> None:
         self.store = store
         self.run_id = run_id
         self.also = also
         self._lock = threading.Lock()
-        self._state: dict[str, Any] = {"stages": {}, "message": None}
+        # Every stage from the start, in plan order: the API shows what is still to come.
+        pending = {name: {"status": "pending"} for name in stages}
+        self._state: dict[str, Any] = {"stages": pending, "message": None}
 
     def _save(self) -> None:
         self.store.update_run_progress(self.run_id, self._state)

@@ -239,7 +239,7 @@ class Worker:
             spec,
             plan,
             executor=self._executor,
-            observer=StoreProgress(self.store, run.run_id),
+            observer=StoreProgress(self.store, run.run_id, tuple(s.name for s in plan.stages)),
             cancel=cancel,
             branch=run.branch,
             run_id=run.run_id,
