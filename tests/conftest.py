@@ -83,3 +83,29 @@ def make_repo(tmp_path: Path) -> MakeRepo:
 
 def dvc(repo: Path, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, check=True, capture_output=True)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite golden files from the current output (refused when CI is set)",
+    )
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Callable[[Path, str], None]:
+    """``golden(path, text)``: compare with the file, or rewrite it with --update-golden."""
+    update = bool(request.config.getoption("--update-golden"))
+    if update and os.environ.get("CI"):
+        pytest.fail("--update-golden is refused when CI is set")
+
+    def check(path: Path, text: str) -> None:
+        if update or not path.exists():
+            if os.environ.get("CI"):
+                pytest.fail(f"golden file {path} is missing")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        assert text == path.read_text(), f"{path} differs; rerun with --update-golden to accept"
+
+    return check

@@ -22,10 +22,11 @@ HOMES = {
     "sqlalchemy": {"store/*"},
     "alembic": {"store/*"},
     "psycopg": set(),
+    "jinja2": {"reports/render.py"},
     "fastapi": {"service/*"},
     "uvicorn": {"service/serve.py"},
-    "github": set(),
-    "gitlab": set(),
+    "github": {"forges/github.py"},
+    "gitlab": {"forges/gitlab.py"},
     "kubernetes": set(),
 }
 # areas that must never reach the web service

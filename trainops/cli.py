@@ -325,6 +325,8 @@ def demo(
         _handle(exc)
     try:
         result = _demo_push(settings, server.url, work, bare)
+        server.drain_reports()
+        _err(f"report in git notes: git -C {bare} log --notes=trainops -1")
         if exit_at_end:
             raise typer.Exit(_exit_code(result))
         _err(

@@ -84,8 +84,18 @@ class ForgeSettings:
     enabled: bool | None = None
     """None: enabled exactly when a secret is set. True without a secret refuses to start."""
     token: Secret | None = None
-    """An access token for fetching private repositories over HTTPS (and, later, for
-    reporting back); sent as an HTTP header through the environment, never in argv."""
+    """A personal or project access token: fetching private repositories over HTTPS
+    (sent through the environment, never in argv) and reporting back."""
+    api_url: str | None = None
+    """GitHub Enterprise (``https://ghe.example/api/v3``) or a self-managed GitLab
+    (``https://gitlab.example``); default: github.com / gitlab.com."""
+    app_id: str | None = None
+    """GitHub App id: with ``private_key``, reports go out as the App (installation tokens)."""
+    private_key: Secret | None = None
+    """The GitHub App's PEM private key."""
+    timeout_s: float = 10.0
+    retries: int = 4
+    """Attempts after the first for 5xx, 429 and secondary-rate-limit answers."""
 
     def active(self, name: str) -> bool:
         if self.enabled and not self.webhook_secret:
@@ -118,6 +128,15 @@ class ServiceSettings:
 
 
 @dataclass
+class ReportSettings:
+    """Reporting back to forges (statuses and the living merge-request comment)."""
+
+    enabled: bool = True
+    templates_dir: Path | None = None
+    """A directory whose ``comment.md.j2`` replaces the built-in comment template."""
+
+
+@dataclass
 class Settings:
     home: Path = Path(".trainops")
     mlflow_tracking_uri: str | None = None
@@ -127,6 +146,7 @@ class Settings:
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    reports: ReportSettings = field(default_factory=ReportSettings)
     github: ForgeSettings = field(default_factory=ForgeSettings)
     gitlab: ForgeSettings = field(default_factory=ForgeSettings)
     githook: ForgeSettings = field(default_factory=ForgeSettings)
@@ -139,6 +159,13 @@ class Settings:
             if forge.active(name) and forge.webhook_secret:
                 out[name] = forge.webhook_secret
         return out
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value, for redacting reports and logs."""
+        found = [self.service.api_token]
+        for forge in (self.github, self.gitlab, self.githook):
+            found += [forge.webhook_secret, forge.token, forge.private_key]
+        return [s.reveal() for s in found if s]
 
     def store_uri(self) -> str:
         return self.store_url or f"sqlite:///{self.data_dir / 'trainops.db'}"

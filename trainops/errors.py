@@ -15,7 +15,9 @@ failed (a stage exited non-zero, a gate said no) is an outcome, carried by
     ├── StoreError           the event/run database is unreachable or refused a write
     ├── ExecutorError        an executor broke while running a plan
     │   └── GpuUnavailable   a stage asks for GPUs this host does not have
-    └── TrackingError        MLflow refused what we logged
+    ├── TrackingError        MLflow refused what we logged
+    └── ForgeError           a code host (GitHub, GitLab, git) refused or failed a call
+        └── ForgeNotConfigured   no credentials for that forge
 """
 
 from __future__ import annotations
@@ -78,3 +80,17 @@ class GpuUnavailable(ExecutorError):
 
 class TrackingError(TrainopsError):
     """MLflow could not record a run."""
+
+
+class ForgeError(TrainopsError):
+    """A forge API call failed after its retries (or at once, for a client error)."""
+
+    def __init__(self, message: str, *, status: int | None = None, transient: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+        """Worth trying again later (5xx, 429, rate limits, connection errors)."""
+
+
+class ForgeNotConfigured(ForgeError):
+    """No credentials are configured for the forge an event came from."""

@@ -39,7 +39,8 @@ def main():
     refs = []
     for line in sys.stdin:
         parts = line.split()
-        if len(parts) == 3:
+        # Only branches and tags can start runs (trainops' own notes pushes land here too).
+        if len(parts) == 3 and parts[2].startswith(("refs/heads/", "refs/tags/")):
             refs.append({{"before": parts[0], "after": parts[1], "ref": parts[2]}})
     if not refs:
         return

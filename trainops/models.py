@@ -334,3 +334,32 @@ class Event:
         if values.get("changed_paths") is not None:
             values["changed_paths"] = tuple(values["changed_paths"])
         return cls(**values)
+
+
+# -- outbound: what we tell a forge ---------------------------------------------
+
+
+class CommitState(StrEnum):
+    """A commit status, in our words; each forge maps it to its own."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"  # the pipeline said no: a stage failed, the gate refused
+    ERROR = "error"  # our side broke, or the run was cancelled
+
+
+@dataclass(frozen=True)
+class CommitStatus:
+    context: str  # "trainops/train", "trainops"
+    state: CommitState
+    description: str  # ≤ 140 characters (GitHub's limit)
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class PullRequestRef:
+    number: int
+    url: str
+    created: bool
+    """False when an open pull request for the same head branch was reused."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
-from trainops.models import Plan, RunResult, StageResult
+from trainops.models import CommitStatus, Plan, PullRequestRef, RunResult, StageResult
 
 
 class RunObserver(Protocol):
@@ -45,6 +45,39 @@ class Executor(Protocol):
         observer: RunObserver,
         cancel: threading.Event,
     ) -> RunResult: ...
+
+
+class Forge(Protocol):
+    """What trainops asks of a code host, in our words (GitHub, GitLab, plain git).
+
+    ``repo`` is the forge's full name (``acme/digits``); ``number`` a pull or
+    merge request's number (GitHub) or iid (GitLab). Failures raise
+    ``ForgeError``; transient ones (5xx, 429, secondary rate limits) are
+    retried inside, honouring ``Retry-After``, before they do.
+    """
+
+    name: str
+
+    def read_file(self, repo: str, ref: str, path: str) -> bytes | None:
+        """The file's content at ``ref``, or None when it does not exist there."""
+
+    def set_status(self, repo: str, sha: str, status: CommitStatus) -> None:
+        """Create or replace the commit status ``status.context`` on ``sha``."""
+
+    def upsert_comment(
+        self, repo: str, number: int, key: str, body: str, *, sha: str | None = None
+    ) -> str:
+        """Create, or edit in place, the one comment on the merge request marked with
+        ``key`` (a hidden marker in the body); returns the comment's id. ``sha`` is the
+        commit the report is about (plain git, which has no merge requests, notes it)."""
+
+    def open_pull_request(
+        self, repo: str, *, head: str, base: str, title: str, body: str
+    ) -> PullRequestRef:
+        """Open a pull request from branch ``head`` into ``base``, or reuse the open one."""
+
+    def permission(self, repo: str, user: str) -> str:
+        """``admin``, ``write``, ``read`` or ``none``: what ``user`` may do in ``repo``."""
 
 
 class SilentObserver:

@@ -36,7 +36,7 @@ def test_migrate_twice_is_a_no_op(url: str, clock: Clock) -> None:
         assert [e.delivery_id for e in store.list_events()] == ["d-1"]
     with Store.open(url, clock=clock) as again:
         assert len(again.list_events()) == 1
-    assert versions(url) == ["0001"]
+    assert versions(url) == ["0002"]
 
 
 def test_a_database_from_a_newer_trainops_is_refused(store: Store, url: str) -> None:
@@ -71,7 +71,7 @@ def test_concurrent_first_migrations_agree(url: str) -> None:
     for store in stores:
         store.close()
     assert errors == []
-    assert versions(url) == ["0001"]
+    assert versions(url) == ["0002"]
 
 
 def test_migrations_build_exactly_the_models(store: Store, url: str) -> None:
@@ -85,7 +85,7 @@ def test_migrations_build_exactly_the_models(store: Store, url: str) -> None:
             names = set(inspect(conn).get_table_names())
     finally:
         engine.dispose()
-    assert names == {"events", "runs", VERSION_TABLE}
+    assert names == {"events", "runs", "reports", VERSION_TABLE}
 
 
 def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:

@@ -21,7 +21,9 @@ from fastapi.responses import JSONResponse
 from trainops import __version__
 from trainops.config import Secret, Settings
 from trainops.errors import StoreError
+from trainops.forges.registry import ForgeRegistry
 from trainops.models import Event
+from trainops.reports.reporter import Reporter
 from trainops.service import api
 from trainops.service.worker import ExecutorFactory, Worker, _local_runner
 from trainops.store import Store
@@ -39,9 +41,10 @@ def create_app(
     *,
     store: Store | None = None,
     executor_factory: ExecutorFactory = _local_runner,
+    registry: ForgeRegistry | None = None,
     start_worker: bool = True,
 ) -> FastAPI:
-    """The service. ``store``/``executor_factory`` are for tests and embedding."""
+    """The service. ``store``, ``executor_factory`` and ``registry`` are for tests and embedding."""
     forges = settings.forges()  # ConfigError here: refuse to start half-configured
 
     @asynccontextmanager
@@ -50,7 +53,8 @@ def create_app(
             the_store = store
         else:
             the_store = await run_in_threadpool(Store.open, settings.store_uri())
-        worker = Worker(settings, the_store, executor_factory=executor_factory)
+        reporter = Reporter(settings, the_store, registry or ForgeRegistry(settings))
+        worker = Worker(settings, the_store, executor_factory=executor_factory, reporter=reporter)
         app.state.store = the_store
         app.state.worker = worker
         if start_worker and settings.service.worker:

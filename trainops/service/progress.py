@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from trainops.models import StageResult
 from trainops.protocols import RunObserver
 from trainops.store import Store
+
+
+def initial_progress(pipeline: str | None, stages: tuple[str, ...]) -> dict[str, Any]:
+    """Every stage from the start, in plan order: the API shows what is still to come."""
+    return {
+        "pipeline": pipeline,
+        "stages": {name: {"status": "pending"} for name in stages},
+        "message": None,
+    }
 
 
 class StoreProgress:
@@ -23,15 +33,18 @@ class StoreProgress:
         store: Store,
         run_id: str,
         stages: tuple[str, ...] = (),
+        *,
+        pipeline: str | None = None,
+        on_change: Callable[[str], None] | None = None,
         also: RunObserver | None = None,
     ) -> None:
         self.store = store
         self.run_id = run_id
         self.also = also
+        self.on_change = on_change
+        """Called with the run id after each stage transition (the reporter listens)."""
         self._lock = threading.Lock()
-        # Every stage from the start, in plan order: the API shows what is still to come.
-        pending = {name: {"status": "pending"} for name in stages}
-        self._state: dict[str, Any] = {"stages": pending, "message": None}
+        self._state = initial_progress(pipeline, stages)
 
     def _save(self) -> None:
         self.store.update_run_progress(self.run_id, self._state)
@@ -40,6 +53,8 @@ class StoreProgress:
         with self._lock:
             self._state["stages"].setdefault(name, {}).update(fields)
             self._save()
+        if self.on_change is not None:
+            self.on_change(self.run_id)
 
     def run_message(self, message: str) -> None:
         with self._lock:

@@ -43,6 +43,7 @@ class BackgroundServer:
     def __init__(self, settings: Settings, **app_options: object) -> None:
         self.settings = settings
         app = create_app(settings, **app_options)  # type: ignore[arg-type]
+        self.app = app
         config = uvicorn.Config(
             app,
             host=settings.service.host,
@@ -74,7 +75,19 @@ class BackgroundServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise ConfigError(f"starting the service on {self.url}: it did not come up")
             time.sleep(0.02)
+        if not self.settings.service.public_url and not self.settings.service.port:
+            self.settings.service.public_url = self.url  # links in reports need the real port
         return self
+
+    def drain_reports(self, timeout: float = 15.0) -> bool:
+        """Wait until every queued report reached its forge (or ``timeout``)."""
+        store = getattr(self.app.state, "store", None)
+        deadline = time.monotonic() + timeout
+        while store is not None and time.monotonic() < deadline:
+            if store.pending_reports() == 0:
+                return True
+            time.sleep(0.1)
+        return False
 
     def stop(self) -> None:
         self.server.should_exit = True

@@ -23,7 +23,8 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
+from typing import Any
 
 from trainops.config import Settings
 from trainops.errors import SpecError, TrainopsError
@@ -31,8 +32,12 @@ from trainops.git import GitRepo, auth_env
 from trainops.gpu_runners.workspace import WorkspacePool
 from trainops.models import Event, RunResult, RunStatus
 from trainops.orchestrator import Target, new_run_id, plan_target, run_plan
+from trainops.pipelines.gate import evaluate_gate
+from trainops.pipelines.spec import Spec
 from trainops.protocols import Executor
-from trainops.service.progress import StoreProgress
+from trainops.reports.baseline import find_baseline
+from trainops.reports.reporter import Reporter
+from trainops.service.progress import StoreProgress, initial_progress
 from trainops.store import EventRecord, NewRun, RunRecord, Store
 from trainops.triggers import CloseGroup, Ignore, decide, run_key, screen
 
@@ -56,11 +61,14 @@ class Worker:
         store: Store,
         *,
         executor_factory: ExecutorFactory = _local_runner,
+        reporter: Reporter | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.reporter = reporter
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.wake = threading.Event()
+        self._reports_due = threading.Event()
         """Set by the web app when it stored an event: look now, not at the next poll."""
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -77,6 +85,8 @@ class Worker:
         loops = [("events", self._event_loop)] + [
             (f"runs-{i}", self._run_loop) for i in range(self.settings.service.max_concurrent_runs)
         ]
+        if self.reporter is not None:
+            loops.append(("reports", self._report_loop))
         for name, target in loops:
             thread = threading.Thread(target=target, name=f"trainops-{name}", daemon=True)
             thread.start()
@@ -87,6 +97,7 @@ class Worker:
         """Stop claiming; cancel running stages (their runs are taken over after a restart)."""
         self._stop.set()
         self.wake.set()
+        self._reports_due.set()
         with self._lock:
             for cancel in self._cancels.values():
                 cancel.set()
@@ -121,6 +132,8 @@ class Worker:
             return "ignored", screened.reason
         if isinstance(screened, CloseGroup):
             touched = self.store.supersede(screened.group_key, by_run_id="")
+            self._cancel_local(touched)
+            self._report(*touched)
             return "processed", f"{screened.reason}; stopped {len(touched)} run(s)"
         assert event.repo is not None and event.after
         commit = event.merge_request.head_sha if event.merge_request else event.after
@@ -156,10 +169,13 @@ class Worker:
         )
         if not created:
             return "processed", f"same run as {run.run_id}"
+        names = tuple(s.name for s in plan.stages)
+        self.store.update_run_progress(run.run_id, initial_progress(spec.name, names))
         superseded = self.store.supersede(decision.group_key, by_run_id=run.run_id)
         if superseded:
             log.info("run %s supersedes %s", run.run_id, ", ".join(superseded))
             self._cancel_local(superseded)
+        self._report(run.run_id, *superseded)
         self.wake.set()
         return "processed", f"run {run.run_id}"
 
@@ -187,6 +203,7 @@ class Worker:
         )
         if created:
             self.store.finish_run(run.run_id, "failed", result=None, error=str(exc))
+            self._report(run.run_id)
         return "processed", f"invalid pipeline: run {run.run_id}"
 
     # -- runs --------------------------------------------------------------------
@@ -215,8 +232,9 @@ class Worker:
             self._cancels[run.run_id] = cancel
         heartbeat = threading.Thread(target=self._heartbeat, args=(run.run_id, cancel), daemon=True)
         heartbeat.start()
+        self._report(run.run_id)
         try:
-            result = self._execute(run, cancel)
+            result, gate = self._execute(run, cancel)
         finally:
             with self._lock:
                 self._cancels.pop(run.run_id, None)
@@ -227,23 +245,74 @@ class Worker:
         status = result.status.value
         if result.status is RunStatus.CANCELLED and latest and latest.superseded_by is not None:
             status = "superseded"
-        self.store.finish_run(run.run_id, status, result=result.to_json(), error=result.error)
+        data = result.to_json()
+        if gate is not None:
+            data["gate"] = gate
+        self.store.finish_run(run.run_id, status, result=data, error=result.error)
+        self._report(run.run_id)
 
-    def _execute(self, run: RunRecord, cancel: threading.Event) -> RunResult:
+    def _execute(
+        self, run: RunRecord, cancel: threading.Event
+    ) -> tuple[RunResult, dict[str, Any] | None]:
         mirror = self.mirrors.mirror(run.clone_url, run.commit, git_env=self._auth(run.forge))
         target = Target(GitRepo(mirror), run.commit, run.ref, run.branch)
         spec, plan = plan_target(target, memo_dir=self.settings.memo_dir)
         plan = replace(plan, repo=run.clone_url)  # workspaces mirror the origin, not the mirror
-        return run_plan(
+        progress = StoreProgress(
+            self.store,
+            run.run_id,
+            tuple(s.name for s in plan.stages),
+            pipeline=spec.name,
+            on_change=self._report,
+        )
+        result = run_plan(
             self.settings,
             spec,
             plan,
             executor=self._executor,
-            observer=StoreProgress(self.store, run.run_id, tuple(s.name for s in plan.stages)),
+            observer=progress,
             cancel=cancel,
             branch=run.branch,
             run_id=run.run_id,
         )
+        return result, self._gate(spec, run, result)
+
+    def _gate(self, spec: Spec, run: RunRecord, result: RunResult) -> dict[str, Any] | None:
+        """The gate's verdict on a successful run, against the target branch's baseline."""
+        if not spec.gate or result.status is not RunStatus.SUCCEEDED:
+            return None
+        baseline = find_baseline(self.store, run)
+        verdict = evaluate_gate(spec.gate, result.metrics, baseline.metrics if baseline else None)
+        return {
+            "passed": verdict.passed,
+            "baseline_run": baseline.run_id if baseline else None,
+            "results": [asdict(r) for r in verdict.results],
+        }
+
+    # -- reports -------------------------------------------------------------------
+
+    def _report(self, *run_ids: str) -> None:
+        """Tell the reporter; a report problem never disturbs the run."""
+        if self.reporter is None:
+            return
+        for run_id in run_ids:
+            try:
+                self.reporter.run_changed(run_id)
+            except Exception:
+                log.exception("queueing the report of run %s", run_id)
+        self._reports_due.set()
+
+    def _report_loop(self) -> None:
+        assert self.reporter is not None
+        while not self._stop.is_set():
+            try:
+                delivered = self.reporter.deliver_once(self.owner)
+            except Exception:
+                log.exception("delivering a report")
+                delivered = False
+            if not delivered:
+                self._reports_due.wait(self.settings.service.poll_s)
+                self._reports_due.clear()
 
     def _heartbeat(self, run_id: str, cancel: threading.Event) -> None:
         """Keep the lease and notice a cancel or supersede requested through the store."""

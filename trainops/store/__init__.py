@@ -28,6 +28,7 @@ from trainops.store.records import (
     RUN_SUPERSEDED,
     EventRecord,
     NewRun,
+    ReportRecord,
     RunRecord,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "RUN_SUPERSEDED",
     "EventRecord",
     "NewRun",
+    "ReportRecord",
     "RunRecord",
     "Store",
 ]

@@ -134,3 +134,26 @@ def check_status(value: str, allowed: Collection[str], what: str) -> None:
     """ValueError for a status the caller may not set: a typo must not reach the database."""
     if value not in allowed:
         raise ValueError(f"{what} {value!r} is not one of {', '.join(sorted(allowed))}")
+
+
+@dataclass(frozen=True)
+class ReportRecord:
+    """One pending report in the outbox: the latest desired state of one target.
+
+    A target is what a forge shows in one place: the statuses of a commit
+    (``status:...``) or the living comment of a merge request (``comment:...``).
+    Each change replaces ``desired`` and bumps ``version``; delivery sends the
+    newest version only, so a burst of stage changes costs one API call.
+    """
+
+    target: str
+    kind: str  # "statuses" | "comment"
+    forge: str
+    repo: str
+    sha: str | None
+    mr_number: int | None
+    desired: dict[str, Any]
+    delivered: dict[str, Any] | None
+    version: int
+    attempts: int
+    last_error: str | None

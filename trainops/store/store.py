@@ -35,6 +35,7 @@ from sqlalchemy.sql.dml import Update
 from trainops.errors import StoreError
 from trainops.models import Event, now
 from trainops.store.engine import BEGIN_OPTION, make_engine, migrate, reason
+from trainops.store.outbox import OutboxMixin
 from trainops.store.records import (
     EVENT_FINAL,
     EVENT_PROCESSING,
@@ -57,7 +58,7 @@ from trainops.store.tables import EventRow, RunRow
 _CLAIM_ORDER = (RunRow.priority, RunRow.queued_at, RunRow.id)
 
 
-class Store:
+class Store(OutboxMixin):
     """Events and runs in SQLite (a file URL) or PostgreSQL (``postgresql+psycopg://``).
 
     ``clock`` returns epoch seconds; tests pass their own to expire leases

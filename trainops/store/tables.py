@@ -32,7 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from trainops.errors import StoreError
 from trainops.models import Event
-from trainops.store.records import EventRecord, RunRecord
+from trainops.store.records import EventRecord, ReportRecord, RunRecord
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -146,3 +146,45 @@ class RunRow(Base):
 
 
 _RUN_FIELDS = tuple(f.name for f in fields(RunRecord))
+
+
+class ReportRow(Base):
+    """The outbox of reports to forges: desired state per target, and what was delivered."""
+
+    __tablename__ = "reports"
+    __table_args__ = (
+        UniqueConstraint("target"),
+        Index(None, "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(String(512))
+    kind: Mapped[str] = mapped_column(String(16))
+    forge: Mapped[str] = mapped_column(String(32))
+    repo: Mapped[str] = mapped_column(Text)
+    sha: Mapped[str | None] = mapped_column(String(64))
+    mr_number: Mapped[int | None] = mapped_column(Integer)
+    desired: Mapped[dict[str, Any]] = mapped_column(JSON_TYPE)
+    delivered: Mapped[dict[str, Any] | None] = mapped_column(JSON_TYPE)
+    version: Mapped[int] = mapped_column(Integer)
+    delivered_version: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[float] = mapped_column(Double)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires: Mapped[float | None] = mapped_column(Double)
+
+    def record(self) -> ReportRecord:
+        return ReportRecord(
+            target=self.target,
+            kind=self.kind,
+            forge=self.forge,
+            repo=self.repo,
+            sha=self.sha,
+            mr_number=self.mr_number,
+            desired=self.desired,
+            delivered=self.delivered,
+            version=self.version,
+            attempts=self.attempts,
+            last_error=self.last_error,
+        )

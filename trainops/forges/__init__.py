@@ -1,0 +1,1 @@
+"""Clients for code hosts (GitHub, GitLab, plain git), each behind the ``Forge`` protocol."""

@@ -1,0 +1,1 @@
+"""Reporting back: commit statuses and one living merge-request comment per run."""
