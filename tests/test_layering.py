@@ -15,14 +15,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "trainops"
 # client library → the only modules allowed to import it
 HOMES = {
     "pynvml": {"gpu_runners/_nvml.py"},
-    "mlflow": {"tracking/mlflow.py"},
+    "mlflow": {"tracking/*"},
     "dvc": {"gpu_runners/data.py"},
     "pydantic": {"pipelines/raw.py", "pipelines/validate.py"},
     "typer": {"cli.py"},
     "sqlalchemy": {"store/*"},
     "alembic": {"store/*"},
     "psycopg": set(),
-    "jinja2": {"reports/render.py"},
+    "jinja2": {"reports/render.py", "manifests/serving.py"},
     "fastapi": {"service/*"},
     "uvicorn": {"service/serve.py"},
     "github": {"forges/github.py"},

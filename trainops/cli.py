@@ -254,6 +254,42 @@ def serve(
         _handle(exc)
 
 
+@app.command()
+def promote(
+    model: Annotated[str, typer.Option(help="Registered model name.")],
+    version: Annotated[str, typer.Option(help="Model version to serve (older: a rollback).")],
+    env: Annotated[str, typer.Option("--env", help="Environment, e.g. staging or prod.")],
+    deploy: Annotated[
+        str | None, typer.Option(help="Deployment repository (deploy.<name> in settings).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Promote (or roll back to) an explicit model version: alias + deploy-repo change."""
+    from trainops.forges.registry import ForgeRegistry
+    from trainops.promotion.promoter import Promoter
+    from trainops.tracking.registry import ModelRegistry
+
+    settings = _settings(config)
+    try:
+        found = ModelRegistry(settings.tracking_uri()).get(model, version)
+        outcome = Promoter(settings, ForgeRegistry(settings)).promote_version(
+            found, env, deploy=deploy
+        )
+    except TrainopsError as exc:
+        _handle(exc)
+    _print_promotion(outcome.to_json())
+
+
+def _print_promotion(p: dict[str, Any]) -> None:
+    where = p["pull_request"] or f"branch {p['branch']}"
+    state = "proposed" if p["changed"] else "already proposed"
+    ff = " and fast-forwarded" if p["fast_forwarded"] else ""
+    typer.echo(
+        f"{p['model']} v{p['version']} → {p['environment']}: {state}{ff} ({where}); "
+        f"{p['manifest']}; MLflow alias {p['environment']!r} → v{p['version']}"
+    )
+
+
 hook_app = typer.Typer(help="The post-receive hook for plain git servers.", no_args_is_help=True)
 app.add_typer(hook_app, name="hook")
 
@@ -315,6 +351,7 @@ def demo(
     work, bare = base / "digits", base / "origin" / "digits.git"
     _demo_repo(base, work)
     _demo_secret(settings, base)
+    _demo_deploy_repo(settings, base / "deploy.git")
     # The example's stages call `python`: make it the interpreter trainops runs on,
     # which has the example's requirements (scikit-learn) installed.
     bin_dir = str(Path(sys.executable).parent)
@@ -353,6 +390,19 @@ def _demo_repo(base: Path, work: Path) -> None:
         make_demo_repo(example, work, base / "dvc-remote")
     except TrainopsError as exc:
         _handle(exc)
+
+
+def _demo_deploy_repo(settings: Settings, bare: Path) -> None:
+    """The example's ``promote.deploy: local``: a bare deployment repo (GitOps target)."""
+    from trainops.config import DeployRepoSettings
+    from trainops.demo import ensure_deploy_repo
+
+    if "local" not in settings.deploy:
+        try:
+            ensure_deploy_repo(bare)
+        except TrainopsError as exc:
+            _handle(exc)
+        settings.deploy["local"] = DeployRepoSettings(url=str(bare), forge="git")
 
 
 def _demo_secret(settings: Settings, base: Path) -> None:
@@ -404,6 +454,16 @@ def _demo_push(settings: Settings, url: str, work: Path, bare: Path) -> RunResul
     store_result = _get_result(settings, final["id"])
     result = result_from_json(store_result)
     typer.echo("\n" + run_summary(result))
+    promotion = final.get("promotion") or {}
+    for p in promotion.get("promotions", []):
+        _print_promotion(p)
+    if promotion.get("error"):
+        _err(f"promotion: {promotion['error']}")
+    promotion = store_result.get("promotion") or {}
+    for p in promotion.get("promotions", []):
+        _print_promotion(p)
+    if promotion.get("error"):
+        _err(f"promotion: {promotion['error']}")
     if result.mlflow_run_id:
         _err(f"browse it: .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri()}")
     return result

@@ -137,6 +137,36 @@ class ReportSettings:
 
 
 @dataclass
+class DeployRepoSettings:
+    """A deployment repository that serving manifests are proposed to (GitOps)."""
+
+    url: str = ""
+    """What git clones: an https/ssh URL, or a path for a plain git repository."""
+    forge: str = "git"
+    """github | gitlab (open a pull request through its API) | git (push a branch only)."""
+    repo: str | None = None
+    """The forge's name for it (``acme/deploy``); needed for github and gitlab."""
+    base_branch: str = "main"
+    fast_forward: bool = False
+    """Plain git only: also move the base branch to the promotion (no review step)."""
+    namespace: str = "ml-{environment}"
+    """Kubernetes namespace per environment; ``{environment}`` is replaced."""
+    service_account: str | None = None
+    """The predictor's service account (storage credentials for the model)."""
+    templates_dir: Path | None = None
+    """A directory whose ``inferenceservice.yaml.j2`` replaces the built-in one."""
+
+
+@dataclass
+class PromotionSettings:
+    enabled: bool = True
+    auto_environments: tuple[str, ...] = ("staging",)
+    """Environments a passing default-branch run is promoted to without being asked."""
+    branches: tuple[str, ...] = ()
+    """Branches whose passing runs promote; default: the repository's default branch."""
+
+
+@dataclass
 class Settings:
     home: Path = Path(".trainops")
     mlflow_tracking_uri: str | None = None
@@ -147,6 +177,9 @@ class Settings:
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     reports: ReportSettings = field(default_factory=ReportSettings)
+    promotion: PromotionSettings = field(default_factory=PromotionSettings)
+    deploy: dict[str, DeployRepoSettings] = field(default_factory=dict)
+    """Deployment repositories by the name pipelines use in ``promote.deploy``."""
     github: ForgeSettings = field(default_factory=ForgeSettings)
     gitlab: ForgeSettings = field(default_factory=ForgeSettings)
     githook: ForgeSettings = field(default_factory=ForgeSettings)
@@ -177,8 +210,11 @@ class Settings:
         # Accept sections as mappings too: Settings(runner={"cpu_slots": 2}).
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Mapping):
-                setattr(self, f.name, _build(_hints(type(self))[f.name], value, f.name))
+            kind = _hints(type(self))[f.name]
+            if isinstance(value, Mapping) and is_dataclass(kind):
+                setattr(self, f.name, _build(kind, value, f.name))
+            elif isinstance(value, Mapping):
+                setattr(self, f.name, _convert(kind, value, f.name))
         self.home = Path(self.home)
 
     @classmethod
@@ -311,9 +347,22 @@ def _build(cls: Any, data: Mapping[str, Any], where: str) -> Any:
 
 def _convert(kind: Any, value: Any, where: str) -> Any:
     if is_dataclass(kind) and isinstance(kind, type):
+        if isinstance(value, kind):
+            return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a section of settings")
         return _build(kind, value, where)
+    origin = typing.get_origin(kind)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table of named sections")
+        item = typing.get_args(kind)[1]
+        return {str(k): _convert(item, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ConfigError(f"{where}: expected a list")
+        return tuple(str(i).strip() for i in items if str(i).strip())
     options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
     empty = value is None or (isinstance(value, str) and value.lower() in ("", "none", "null"))
     if empty and type(None) in options:

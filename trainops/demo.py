@@ -25,7 +25,14 @@ from trainops.config import child_env
 from trainops.errors import ConfigError, DataError
 from trainops.git import git
 
-__all__ = ["ensure_origin", "follow_run", "make_demo_repo", "new_demo_commit", "push"]
+__all__ = [
+    "ensure_deploy_repo",
+    "ensure_origin",
+    "follow_run",
+    "make_demo_repo",
+    "new_demo_commit",
+    "push",
+]
 
 log = logging.getLogger(__name__)
 
@@ -232,3 +239,34 @@ def follow_run(
                 return dict(run)
         time.sleep(0.2)
     raise TimeoutError(f"no finished run for {commit[:12]} after {timeout_s:.0f}s")
+
+
+def ensure_deploy_repo(bare: Path) -> Path:
+    """A bare deployment repository with a ``main`` branch (promotions branch off it)."""
+    if (bare / "HEAD").is_file():
+        return bare
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    seed = bare.with_name(bare.name + ".seed")
+    shutil.rmtree(seed, ignore_errors=True)
+    git(["init", "-q", "-b", "main", str(seed)], cwd=bare.parent, doing="creating the deploy repo")
+    (seed / "README.md").write_text(
+        "# deployment repository\n\nArgo CD or Flux applies `environments/<env>/`; "
+        "trainops proposes changes on `trainops/promote/...` branches.\n"
+    )
+    for args in (
+        ["add", "README.md"],
+        [
+            "-c",
+            "user.name=trainops demo",
+            "-c",
+            "user.email=demo@trainops.invalid",
+            "commit",
+            "-q",
+            "-m",
+            "deployment repository",
+        ],
+        ["clone", "-q", "--bare", str(seed), str(bare)],
+    ):
+        git(args, cwd=seed, doing=f"creating the deploy repo {bare}")
+    shutil.rmtree(seed, ignore_errors=True)
+    return bare

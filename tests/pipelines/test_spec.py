@@ -10,7 +10,7 @@ import pytest
 from trainops.errors import SpecError
 from trainops.pipelines.loader import load_spec
 from trainops.pipelines.schema import SCHEMA_FILE, schema, schema_json
-from trainops.pipelines.spec import Spec
+from trainops.pipelines.spec import BootstrapRule, Spec
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "pipelines"
 
@@ -198,3 +198,79 @@ def test_schema_accepts_the_full_example_and_rejects_typos() -> None:
     assert list(validator.iter_errors(good)) == []
     bad = {**good, "stagez": {}}
     assert any("stagez" in e.message for e in validator.iter_errors(bad))
+
+
+BOOTSTRAP_PIPELINE = (
+    "version: 1\nstages:\n"
+    "  evaluate: {cmd: x, outs: [eval], metrics: [metrics.json]}\n"
+    "gate:\n"
+    "  accuracy:\n"
+    "    min: 0.8\n"
+    "    bootstrap:\n"
+    "      predictions: eval/predictions.csv\n"
+)
+
+
+def test_bootstrap_rule_with_defaults_and_in_full() -> None:
+    spec = spec_of({"trainops.yaml": BOOTSTRAP_PIPELINE})
+    (rule,) = spec.gate
+    assert rule.min == 0.8
+    assert rule.bootstrap == BootstrapRule("eval/predictions.csv")
+    assert (rule.bootstrap.id, rule.bootstrap.label, rule.bootstrap.predicted) == (
+        "id",
+        "label",
+        "predicted",
+    )
+    assert (rule.bootstrap.margin, rule.bootstrap.confidence) == (0.0, 0.95)
+    assert (rule.bootstrap.resamples, rule.bootstrap.seed) == (2000, 0)
+    full = (
+        "version: 1\nstages:\n"
+        "  evaluate: {cmd: x, wdir: ml, metrics: [metrics.json, preds.csv]}\n"
+        "gate:\n"
+        "  error_rate:\n"
+        "    bootstrap: {predictions: ./ml/preds.csv, label: y, predicted: y_hat, id: key,\n"
+        "                margin: 0.01, confidence: 0.99, resamples: 5000, seed: 3}\n"
+    )
+    (rule,) = spec_of({"trainops.yaml": full}).gate
+    assert rule.metric == "error_rate"
+    assert rule.bootstrap == BootstrapRule(
+        "ml/preds.csv", "key", "y", "y_hat", margin=0.01, confidence=0.99, resamples=5000, seed=3
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("      confidence: 1.0\n", "trainops.yaml:9: gate.accuracy.bootstrap.confidence: "),
+        ("      confidence: 0.5\n", "trainops.yaml:9: gate.accuracy.bootstrap.confidence: "),
+        ("      resamples: 99\n", "trainops.yaml:9: gate.accuracy.bootstrap.resamples: "),
+        ("      resamples: 100001\n", "trainops.yaml:9: gate.accuracy.bootstrap.resamples: "),
+        ("      margin: -0.01\n", "trainops.yaml:9: gate.accuracy.bootstrap.margin: "),
+        ("      predictons: x\n", "did you mean 'predictions'?"),
+    ],
+)
+def test_bootstrap_rule_problems_are_located(line: str, expected: str) -> None:
+    (found,) = problems_of({"trainops.yaml": BOOTSTRAP_PIPELINE + line})
+    assert found.startswith(expected) or expected in found, found
+
+
+def test_bootstrap_predictions_must_be_a_stage_output() -> None:
+    text = BOOTSTRAP_PIPELINE.replace("eval/predictions.csv", "elsewhere/predictions.csv")
+    assert problems_of({"trainops.yaml": text}) == [
+        "trainops.yaml:8: predictions file 'elsewhere/predictions.csv' is not an output of "
+        "any stage; list it under a stage's outs or metrics"
+    ]
+    escaping = BOOTSTRAP_PIPELINE.replace("eval/predictions.csv", "../predictions.csv")
+    assert problems_of({"trainops.yaml": escaping})[0].startswith("trainops.yaml:8: ")
+    metrics_file = BOOTSTRAP_PIPELINE.replace("eval/predictions.csv", "metrics.json")
+    assert spec_of({"trainops.yaml": metrics_file}).gate[0].bootstrap is not None
+
+
+def test_bootstrap_needs_a_per_example_metric_and_distinct_columns() -> None:
+    text = BOOTSTRAP_PIPELINE.replace("  accuracy:", "  f1:")
+    assert problems_of({"trainops.yaml": text}) == [
+        "trainops.yaml:7: gate.f1.bootstrap: a bootstrap rule needs a per-example metric; "
+        "'f1' is not one of accuracy, error_rate"
+    ]
+    same = BOOTSTRAP_PIPELINE + "      predicted: label\n"
+    assert "three different columns" in problems_of({"trainops.yaml": same})[0]

@@ -45,6 +45,7 @@ def _shape() -> str:
         s.GateRule,
         s.PromoteSpec,
         s.TriggerSpec,
+        s.BootstrapRule,
     )
     return ";".join(f"{c.__name__}:{','.join(f.name for f in fields(c))}" for c in classes)
 

@@ -120,14 +120,46 @@ class RawData(_Raw):
     )
 
 
+class RawBootstrap(_Raw):
+    """A statistical check on per-example outputs: the candidate's and the baseline's
+    predictions, paired by id, compared with a paired bootstrap confidence interval.
+    Fails only when the whole interval lies beyond a regression of `margin`. The metric
+    must be `accuracy` (mean of label == predicted) or `error_rate` (mean of label !=
+    predicted)."""
+
+    predictions: str = Field(
+        description="CSV with a header and one row per example, written by a stage "
+        "(listed under its outs or metrics); relative to the repository root.",
+        min_length=1,
+    )
+    id: str = Field("id", min_length=1, description="Column with the example's id.")
+    label: str = Field("label", min_length=1, description="Column with the true label.")
+    predicted: str = Field(
+        "predicted", min_length=1, description="Column with the model's prediction."
+    )
+    margin: float = Field(
+        0.0, ge=0, description="Tolerated regression (absolute, e.g. 0.01 of accuracy)."
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence of the interval.")
+    resamples: int = Field(2000, ge=100, le=100000, description="Bootstrap resamples.")
+    seed: int = Field(0, ge=0, description="Seed of the resampling (the verdict is repeatable).")
+
+
 class RawGateRule(_Raw):
     """Checks on one metric. `max_drop` compares with the default branch's baseline:
-    a number is an absolute drop, a string like '2%' a relative one."""
+    a number is an absolute drop, a string like '2%' a relative one. `bootstrap` compares
+    per-example predictions with the baseline's."""
 
     min: float | None = None
     max: float | None = None
     max_drop: float | str | None = None
-    required: bool = Field(True, description="Fail the gate when the metric is missing.")
+    required: bool = Field(
+        True,
+        description="Fail the gate when the metric is missing from the metrics files "
+        "(with `bootstrap`: when the run's predictions file is missing; a rule with only "
+        "`bootstrap` does not need the metric in the metrics files).",
+    )
+    bootstrap: RawBootstrap | None = None
 
     @field_validator("max_drop")
     @classmethod

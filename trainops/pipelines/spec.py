@@ -54,6 +54,28 @@ class StageSpec:
         return self.outs + tuple(m for m in self.metrics if m not in self.outs)
 
 
+BOOTSTRAP_METRICS = ("accuracy", "error_rate")
+"""Gate metrics a bootstrap rule can test: each is the mean of a per-example score
+(accuracy: 1 when ``label == predicted``; error_rate: 1 when they differ)."""
+
+
+@dataclass(frozen=True)
+class BootstrapRule:
+    """A paired bootstrap of candidate against baseline on per-example predictions."""
+
+    predictions: str
+    """The CSV a stage writes (repo-relative), one row per example."""
+    id: str = "id"
+    """Column names in that CSV: the example's id, its true label, the prediction."""
+    label: str = "label"
+    predicted: str = "predicted"
+    margin: float = 0.0
+    """Fail only when the whole interval lies beyond a regression of this size."""
+    confidence: float = 0.95
+    resamples: int = 2000
+    seed: int = 0
+
+
 @dataclass(frozen=True)
 class GateRule:
     metric: str
@@ -63,6 +85,7 @@ class GateRule:
     relative: bool = False
     """``max_drop`` is a fraction of the baseline (written '2%') rather than absolute."""
     required: bool = True
+    bootstrap: BootstrapRule | None = None
 
 
 @dataclass(frozen=True)

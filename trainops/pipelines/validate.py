@@ -19,8 +19,10 @@ from trainops.errors import Problem, SpecError
 from trainops.models import Resources
 from trainops.pipelines import raw
 from trainops.pipelines.spec import (
+    BOOTSTRAP_METRICS,
     DEFAULT_PARAMS,
     TRAINOPS_FILE,
+    BootstrapRule,
     GateRule,
     ParamRef,
     PromoteSpec,
@@ -69,7 +71,14 @@ def _problems(doc: YamlDocument, exc: ValidationError) -> list[Problem]:
 _ALL_KEYS = sorted(
     {
         name
-        for model in (raw.RawPipeline, raw.RawStage, raw.RawData, raw.RawGateRule, raw.RawPromote)
+        for model in (
+            raw.RawPipeline,
+            raw.RawStage,
+            raw.RawData,
+            raw.RawGateRule,
+            raw.RawBootstrap,
+            raw.RawPromote,
+        )
         for name in model.model_fields
     }
     | {"cpu", "memory", "name", "path"}
@@ -300,7 +309,7 @@ def build_spec(
         image=pipeline.image if pipeline else None,
         data_pull=_data_pull(pipeline, trainops, out),
         stages=tuple(ordered),
-        gate=_gate(pipeline),
+        gate=_gate(pipeline, trainops, ordered, out),
         promote=_promote(pipeline, trainops, ordered, out),
         sources=tuple(docs),
         triggers=_triggers(pipeline),
@@ -419,8 +428,13 @@ def _triggers(pipeline: raw.RawPipeline | None) -> TriggerSpec:
     )
 
 
-def _gate(pipeline: raw.RawPipeline | None) -> tuple[GateRule, ...]:
-    if pipeline is None:
+def _gate(
+    pipeline: raw.RawPipeline | None,
+    doc: YamlDocument | None,
+    stages: Sequence[StageSpec],
+    out: _Collect,
+) -> tuple[GateRule, ...]:
+    if pipeline is None or doc is None:
         return ()
     rules = []
     for metric, rule in pipeline.gate.items():
@@ -430,8 +444,62 @@ def _gate(pipeline: raw.RawPipeline | None) -> tuple[GateRule, ...]:
             drop, relative = float(rule.max_drop.strip().rstrip("%")) / 100, True
         elif rule.max_drop is not None:
             drop = float(rule.max_drop)
-        rules.append(GateRule(metric, rule.min, rule.max, drop, relative, rule.required))
+        boot = _bootstrap(metric, rule.bootstrap, doc, stages, out)
+        rules.append(GateRule(metric, rule.min, rule.max, drop, relative, rule.required, boot))
     return tuple(rules)
+
+
+def _bootstrap(
+    metric: str,
+    b: raw.RawBootstrap | None,
+    doc: YamlDocument,
+    stages: Sequence[StageSpec],
+    out: _Collect,
+) -> BootstrapRule | None:
+    """The bootstrap rule of gate metric ``metric``: a per-example score, on a file a
+    stage writes."""
+    if b is None:
+        return None
+    at = ("gate", metric, "bootstrap")
+    ok = True
+    if metric not in BOOTSTRAP_METRICS:
+        out.add(
+            doc,
+            at,
+            f"gate.{metric}.bootstrap: a bootstrap rule needs a per-example metric; "
+            f"{metric!r} is not one of {', '.join(BOOTSTRAP_METRICS)}",
+        )
+        ok = False
+    if len({b.id, b.label, b.predicted}) < 3:
+        out.add(
+            doc,
+            at,
+            f"gate.{metric}.bootstrap: id, label and predicted must name three different "
+            f"columns (got {b.id!r}, {b.label!r}, {b.predicted!r})",
+        )
+        ok = False
+    path = _norm("", ".", b.predictions)
+    produced = [p for s in stages for p in s.produces]
+    if path is None or not any(inside(path, p) for p in produced):
+        out.add(
+            doc,
+            (*at, "predictions"),
+            f"predictions file {b.predictions!r} is not an output of any stage; "
+            "list it under a stage's outs or metrics",
+        )
+        ok = False
+    if not ok or path is None:
+        return None
+    return BootstrapRule(
+        predictions=path,
+        id=b.id,
+        label=b.label,
+        predicted=b.predicted,
+        margin=b.margin,
+        confidence=b.confidence,
+        resamples=b.resamples,
+        seed=b.seed,
+    )
 
 
 def _promote(

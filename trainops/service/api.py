@@ -135,6 +135,8 @@ def _run_json(store: Store, r: RunRecord, *, detail: bool) -> dict[str, Any]:
         data["run_key"] = r.run_key
         data["mlflow_run_id"] = (r.result or {}).get("mlflow_run_id")
         data["message"] = None if r.finished else (r.progress or {}).get("message")
+        data["gate"] = (r.result or {}).get("gate")
+        data["promotion"] = (r.result or {}).get("promotion")
     return data
 
 

@@ -53,8 +53,15 @@ def create_app(
             the_store = store
         else:
             the_store = await run_in_threadpool(Store.open, settings.store_uri())
-        reporter = Reporter(settings, the_store, registry or ForgeRegistry(settings))
-        worker = Worker(settings, the_store, executor_factory=executor_factory, reporter=reporter)
+        forges = registry or ForgeRegistry(settings)
+        reporter = Reporter(settings, the_store, forges)
+        worker = Worker(
+            settings,
+            the_store,
+            executor_factory=executor_factory,
+            reporter=reporter,
+            forges=forges,
+        )
         app.state.store = the_store
         app.state.worker = worker
         if start_worker and settings.service.worker:

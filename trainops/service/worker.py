@@ -24,15 +24,17 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 from trainops.config import Settings
 from trainops.errors import SpecError, TrainopsError
+from trainops.forges.registry import ForgeRegistry
 from trainops.git import GitRepo, auth_env
 from trainops.gpu_runners.workspace import WorkspacePool
-from trainops.models import Event, RunResult, RunStatus
+from trainops.models import Event, Plan, RunResult, RunStatus
 from trainops.orchestrator import Target, new_run_id, plan_target, run_plan
-from trainops.pipelines.gate import evaluate_gate
+from trainops.pipelines.gate import evaluate_gate, read_predictions
 from trainops.pipelines.spec import Spec
 from trainops.protocols import Executor
 from trainops.reports.baseline import find_baseline
@@ -62,6 +64,7 @@ class Worker:
         *,
         executor_factory: ExecutorFactory = _local_runner,
         reporter: Reporter | None = None,
+        forges: ForgeRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -73,6 +76,8 @@ class Worker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._cancels: dict[str, threading.Event] = {}
+        self._last_plan: dict[str, tuple[Spec, Plan]] = {}
+        self.forges = forges or ForgeRegistry(settings)
         self._lock = threading.Lock()
         self._executor = executor_factory(settings)
         self.mirrors = WorkspacePool(
@@ -248,6 +253,9 @@ class Worker:
         data = result.to_json()
         if gate is not None:
             data["gate"] = gate
+        promotion = self._promote(run, result, gate)
+        if promotion is not None:
+            data["promotion"] = promotion
         self.store.finish_run(run.run_id, status, result=data, error=result.error)
         self._report(run.run_id)
 
@@ -275,19 +283,104 @@ class Worker:
             branch=run.branch,
             run_id=run.run_id,
         )
-        return result, self._gate(spec, run, result)
+        self._last_plan[run.run_id] = (spec, plan)
+        return result, self._gate(spec, plan, run, result)
 
-    def _gate(self, spec: Spec, run: RunRecord, result: RunResult) -> dict[str, Any] | None:
-        """The gate's verdict on a successful run, against the target branch's baseline."""
+    def _gate(
+        self, spec: Spec, plan: Plan, run: RunRecord, result: RunResult
+    ) -> dict[str, Any] | None:
+        """The gate's verdict on a successful run, against the target branch's baseline.
+
+        Per-example predictions for statistical rules come from the stage cache
+        (this run) and from the copy each run keeps in its run dir (the baseline).
+        """
         if not spec.gate or result.status is not RunStatus.SUCCEEDED:
             return None
         baseline = find_baseline(self.store, run)
-        verdict = evaluate_gate(spec.gate, result.metrics, baseline.metrics if baseline else None)
+        keep = self.settings.runs_dir / run.run_id / "gate"
+
+        def candidate(path: str) -> str | None:
+            text = _output_text(self.settings, plan, path)
+            if text is not None:
+                (keep / path).parent.mkdir(parents=True, exist_ok=True)
+                (keep / path).write_text(text)
+            return text
+
+        def previous(path: str) -> str | None:
+            assert baseline is not None
+            kept = self.settings.runs_dir / baseline.run_id / "gate" / path
+            return kept.read_text() if kept.is_file() else None
+
+        predictions = read_predictions(spec.gate, candidate, previous if baseline else None)
+        verdict = evaluate_gate(
+            spec.gate,
+            result.metrics,
+            baseline.metrics if baseline else None,
+            predictions=predictions,
+        )
         return {
             "passed": verdict.passed,
             "baseline_run": baseline.run_id if baseline else None,
             "results": [asdict(r) for r in verdict.results],
         }
+
+    # -- promotion -----------------------------------------------------------------
+
+    def _promote(
+        self, run: RunRecord, result: RunResult, gate: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Promote a passing default-branch run; its outcome (or error) goes in the result.
+
+        A promotion problem never fails the run: the model is trained and
+        evaluated either way, and ``trainops promote`` can finish the job.
+        """
+        spec, plan = self._last_plan.pop(run.run_id, (None, None))
+        environments = self._promotable(run, result, gate, spec)
+        if not environments or spec is None or plan is None:
+            return None
+        from trainops.promotion.promoter import Promoter, Provenance, data_hash
+
+        assert result.mlflow_run_id is not None
+        provenance = Provenance(
+            repo=run.repo,
+            commit=run.commit,
+            run_id=run.run_id,
+            mlflow_run_id=result.mlflow_run_id,
+            data_hash=data_hash(plan),
+            metrics=dict(result.metrics),
+        )
+        try:
+            outcomes = Promoter(self.settings, self.forges).promote_run(
+                spec, plan, provenance, environments
+            )
+        except TrainopsError as exc:
+            log.warning("promoting run %s: %s", run.run_id, exc)
+            return {"error": str(exc)}
+        return {"promotions": [o.to_json() for o in outcomes]}
+
+    def _promotable(
+        self,
+        run: RunRecord,
+        result: RunResult,
+        gate: dict[str, Any] | None,
+        spec: Spec | None,
+    ) -> tuple[str, ...]:
+        settings = self.settings.promotion
+        if spec is None or spec.promote is None or not settings.enabled:
+            return ()
+        if result.status is not RunStatus.SUCCEEDED or not result.mlflow_run_id:
+            return ()
+        if (gate is not None and not gate["passed"]) or run.trigger != "push":
+            return ()
+        default = None
+        if run.event_id is not None:
+            record = self.store.get_event(run.event_id)
+            if record is not None and record.event.repo is not None:
+                default = record.event.repo.default_branch
+        branches = settings.branches or ((default or "main"),)
+        if run.branch not in branches:
+            return ()
+        return tuple(e for e in spec.promote.environments if e in settings.auto_environments)
 
     # -- reports -------------------------------------------------------------------
 
@@ -353,3 +446,23 @@ class Worker:
         record = self.store.request_cancel(run_id)
         self._cancel_local([run_id])
         return record
+
+
+def _output_text(settings: Settings, plan: Plan, path: str) -> str | None:
+    """A stage output's text, read back from the stage cache (no workspace needed)."""
+    import tempfile
+
+    from trainops.cache import StageCache
+    from trainops.pipelines.spec import inside
+
+    cache = StageCache(settings.cache_dir)
+    for stage in plan.stages:
+        owner = next((o for o in stage.outs + stage.metrics if inside(path, o)), None)
+        entry = cache.lookup(stage.cache_key) if owner else None
+        if owner is None or entry is None:
+            continue
+        with tempfile.TemporaryDirectory(prefix="trainops-gate-") as tmp:
+            cache.restore(entry, Path(tmp), [owner])
+            target = Path(tmp) / path
+            return target.read_text(errors="replace") if target.is_file() else None
+    return None
