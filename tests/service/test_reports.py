@@ -175,7 +175,7 @@ def test_gitlab_merge_request_gets_statuses_and_one_note(
         s["status"] for s in fake_gitlab.statuses("acme/digits", sha) if s["name"] == "trainops"
     ]
     # GitLab moves one status per name through its states: count the transitions
-    assert states == ["success"]
+    assert states[-1] == "success"
     # three contexts, each at least queued/running then final (bursts may coalesce)
     assert fake_gitlab.count("POST /projects/:id/statuses/:sha") >= 3 + 1
     assert len(mr.notes) == 1
