@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +111,54 @@ def golden(request: pytest.FixtureRequest) -> Callable[[Path, str], None]:
         assert text == path.read_text(), f"{path} differs; rerun with --update-golden to accept"
 
     return check
+
+
+# -- KServe's InferenceService CRD, made strict (REFERENCE.md §4) ------------------------
+
+KSERVE_CRD = SHARED / "kserve" / "serving.kserve.io_inferenceservices.yaml"
+CrdErrors = Callable[[dict[str, Any]], list[str]]
+
+
+def strictify(node: Any) -> None:
+    """Reject unknown fields where a schema lists its properties."""
+    if isinstance(node, dict):
+        if (
+            "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            node["additionalProperties"] = False
+        for child in node.values():
+            strictify(child)
+    elif isinstance(node, list):
+        for child in node:
+            strictify(child)
+
+
+def kserve_validator() -> CrdErrors | None:
+    """Errors of a manifest against the strict v1beta1 schema; None without ../shared."""
+    if not KSERVE_CRD.is_file():
+        return None
+    import jsonschema
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd = yaml.load(KSERVE_CRD.read_text(), Loader=loader)  # noqa: S506 (a safe loader)
+    v1beta1 = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
+    schema = copy.deepcopy(v1beta1["schema"]["openAPIV3Schema"])
+    strictify(schema)
+    validator = jsonschema.Draft7Validator(schema)
+
+    def errors(manifest: dict[str, Any]) -> list[str]:
+        found = validator.iter_errors(manifest)
+        return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in found]
+
+    return errors
+
+
+@pytest.fixture(scope="session")
+def crd_errors() -> CrdErrors:
+    validator = kserve_validator()
+    if validator is None:
+        pytest.skip(f"KServe CRD not found at {KSERVE_CRD} (../shared is absent)")
+    return validator

@@ -7,7 +7,6 @@ unknown field is an error (``REFERENCE.md`` §4).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -28,12 +27,6 @@ from trainops.manifests.serving import (
 )
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "serving"
-KSERVE_CRD = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "kserve"
-    / "serving.kserve.io_inferenceservices.yaml"
-)
 STORAGE = "s3://mlflow-artifacts/4/5e0c7a9f1b2d4c3e8a6f0d1c2b3a4e5f/artifacts/model"
 
 CPU = ServingSpec(
@@ -60,44 +53,6 @@ GPU = replace(
 )
 SHORT_SHA = replace(CPU, version="1", commit="7222500", run_id="1e10", mlflow_run_id=None)
 CASES = {"cpu": CPU, "gpu": GPU, "short-sha": SHORT_SHA}
-
-
-# -- the CRD, made strict ------------------------------------------------------------
-
-
-def strictify(node: Any) -> None:
-    """Reject unknown fields where a schema lists its properties (REFERENCE.md §4)."""
-    if isinstance(node, dict):
-        if (
-            "properties" in node
-            and "additionalProperties" not in node
-            and not node.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            node["additionalProperties"] = False
-        for child in node.values():
-            strictify(child)
-    elif isinstance(node, list):
-        for child in node:
-            strictify(child)
-
-
-@pytest.fixture(scope="module")
-def crd_errors() -> Callable[[dict[str, Any]], list[str]]:
-    jsonschema = pytest.importorskip("jsonschema")
-    if not KSERVE_CRD.is_file():
-        pytest.skip(f"KServe CRD not found at {KSERVE_CRD} (the shared reference files)")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    crd = yaml.load(KSERVE_CRD.read_text(), Loader=loader)  # noqa: S506 (a safe loader)
-    v1beta1 = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
-    schema = copy.deepcopy(v1beta1["schema"]["openAPIV3Schema"])
-    strictify(schema)
-    validator = jsonschema.Draft7Validator(schema)
-
-    def errors(manifest: dict[str, Any]) -> list[str]:
-        found = validator.iter_errors(manifest)
-        return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in found]
-
-    return errors
 
 
 def _string_scalar_styles(text: str) -> list[tuple[str, str | None]]:
