@@ -167,6 +167,30 @@ class PromotionSettings:
 
 
 @dataclass
+class ArgoSettings:
+    """The Argo Workflows backend: cluster defaults every rendered Workflow gets."""
+
+    namespace: str = "ml-ci"
+    service_account: str | None = "trainops-workflow"
+    image: str | None = None
+    """Image for stages when the pipeline names none (it must hold git, dvc and python)."""
+    trainops_image: str = "ghcr.io/trainops/trainops:0.1"
+    """Image of trainops itself, for the gate step."""
+    gpu_pools: dict[str, str] = field(default_factory=dict)
+    """gpu_type → key in the ``trainops-gpu-pools`` ConfigMap: a semaphore per GPU pool."""
+    gpu_pool_configmap: str = "trainops-gpu-pools"
+    priority_class: str | None = None
+    pending_timeout_s: int = 1800
+    """How long a pod may stay unschedulable (no GPU free, no node matches) before failing."""
+    ttl_after_completion_s: int = 86400
+    secret_env: dict[str, str] = field(default_factory=dict)
+    """Env var → ``secret-name/key``: credentials (MLflow, DVC remote) by reference only."""
+    kubeconfig: Path | None = None
+    """None: in-cluster config, else ~/.kube/config."""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Settings:
     home: Path = Path(".trainops")
     mlflow_tracking_uri: str | None = None
@@ -178,6 +202,9 @@ class Settings:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     reports: ReportSettings = field(default_factory=ReportSettings)
     promotion: PromotionSettings = field(default_factory=PromotionSettings)
+    executor: str = "local"
+    """local (this host's GPUs or CPU) | argo (Argo Workflows on Kubernetes)."""
+    argo: ArgoSettings = field(default_factory=ArgoSettings)
     deploy: dict[str, DeployRepoSettings] = field(default_factory=dict)
     """Deployment repositories by the name pipelines use in ``promote.deploy``."""
     github: ForgeSettings = field(default_factory=ForgeSettings)
