@@ -27,7 +27,7 @@ HOMES = {
     "uvicorn": {"service/serve.py"},
     "github": {"forges/github.py"},
     "gitlab": {"forges/gitlab.py"},
-    "kubernetes": set(),
+    "kubernetes": {"executors/argo.py"},
 }
 # areas that must never reach the web service
 NO_SERVICE = ("webhooks", "pipelines", "manifests", "gpu_runners")

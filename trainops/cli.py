@@ -142,6 +142,35 @@ def plan(path: PathArg = Path("."), ref: RefOpt = None, config: ConfigOpt = None
 
 
 @app.command()
+def render(
+    path: PathArg = Path("."),
+    ref: RefOpt = None,
+    backend: Annotated[str, typer.Option(help="What to render for: argo.")] = "argo",
+    run_id: Annotated[str, typer.Option(help="The run id the workflow is named after.")] = "manual",
+    config: ConfigOpt = None,
+) -> None:
+    """Print exactly the manifest a cluster run of the pipeline would submit."""
+    from trainops.manifests.argo import RunLabels, render_workflow, to_yaml
+    from trainops.orchestrator import plan_target, resolve_target
+
+    if backend != "argo":
+        _fail(EXIT_INVALID, f"unknown backend {backend!r}; trainops renders for: argo")
+    settings = _settings(config)
+    try:
+        target = resolve_target(path, ref)
+        _spec, the_plan = plan_target(target, memo_dir=settings.memo_dir)
+        workflow = render_workflow(
+            the_plan,
+            settings.argo,
+            run=RunLabels(run_id=run_id, repo=target.source),
+            run_key=run_id,
+        )
+    except TrainopsError as exc:
+        _handle(exc)
+    typer.echo(to_yaml(workflow), nl=False)
+
+
+@app.command()
 def run(
     path: PathArg = Path("."),
     ref: RefOpt = None,

@@ -94,9 +94,11 @@ def test_github_pull_request_gets_statuses_and_one_living_comment(
 
     def settled() -> bool | None:
         latest = fake_github.latest_statuses("acme/digits", sha)
-        return latest.get("trainops", {}).get("state") == "success" and bool(pr.comments) or None
+        done = latest.get("trainops", {}).get("state") == "success"
+        # statuses and the comment are separate deliveries: wait for both
+        return done and "· succeeded" in "".join(pr.comment_bodies()) or None
 
-    wait_for(settled, 15, "the final report on GitHub")
+    wait_for(settled, 30, "the final report on GitHub")
     overall = contexts(fake_github.statuses("acme/digits", sha), "trainops")
     assert overall[0][0] == "pending"  # queued or running: bursts are coalesced
     assert any(d.startswith("running") for state, d in overall if state == "pending")
@@ -137,9 +139,11 @@ def test_a_second_push_updates_the_same_comment_and_marks_the_old_run(
         done = fake_github.latest_statuses("acme/digits", second).get("trainops", {})
         old_state = fake_github.latest_statuses("acme/digits", first).get("trainops", {})
         ok = done.get("state") == "success" and old_state.get("state") == "error"
-        return ok and f"run [{new['id']}]" in pr.comments[0].body or None
+        body = pr.comments[0].body if pr.comments else ""
+        final = f"run [{new['id']}]" in body and "· succeeded" in body and old["id"] in body
+        return ok and final or None
 
-    wait_for(settled, 15, "both runs reported")
+    wait_for(settled, 30, "both runs reported")
     assert len(pr.comments) == 1
     assert old["id"] in pr.comments[0].body  # listed as superseded
     old_overall = fake_github.latest_statuses("acme/digits", first)["trainops"]
@@ -168,9 +172,10 @@ def test_gitlab_merge_request_gets_statuses_and_one_note(
         states = [
             s["status"] for s in fake_gitlab.statuses("acme/digits", sha) if s["name"] == "trainops"
         ]
-        return (states and states[-1] == "success" and bool(mr.notes)) or None
+        noted = any("· succeeded" in n.body for n in mr.notes)
+        return (states and states[-1] == "success" and noted) or None
 
-    wait_for(settled, 15, "the final report on GitLab")
+    wait_for(settled, 30, "the final report on GitLab")
     states = [
         s["status"] for s in fake_gitlab.statuses("acme/digits", sha) if s["name"] == "trainops"
     ]
@@ -197,10 +202,12 @@ def test_a_forge_that_fails_twice_still_gets_the_final_report(
     def settled() -> bool | None:
         latest = fake_github.latest_statuses("acme/digits", sha).get("trainops", {})
         return (
-            latest.get("state") == "success" and "succeeded" in "".join(pr.comment_bodies()) or None
+            latest.get("state") == "success"
+            and "· succeeded" in "".join(pr.comment_bodies())
+            or None
         )
 
-    wait_for(settled, 20, "the report after two 503s")
+    wait_for(settled, 30, "the report after two 503s")
     assert len(pr.comments) == 1
 
 

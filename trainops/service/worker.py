@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from trainops.config import Settings
-from trainops.errors import SpecError, TrainopsError
+from trainops.errors import ConfigError, SpecError, TrainopsError
 from trainops.forges.registry import ForgeRegistry
 from trainops.git import GitRepo, auth_env
 from trainops.gpu_runners.workspace import WorkspacePool
@@ -49,6 +49,13 @@ ExecutorFactory = Callable[[Settings], Executor]
 
 
 def _local_runner(settings: Settings) -> Executor:
+    """The executor ``settings.executor`` names: this host (default) or Argo Workflows."""
+    if settings.executor == "argo":
+        from trainops.executors.backend import ArgoExecutor
+
+        return ArgoExecutor(settings)
+    if settings.executor != "local":
+        raise ConfigError(f"executor {settings.executor!r}: use 'local' or 'argo'")
     from trainops.gpu_runners.runner import LocalRunner
 
     return LocalRunner(settings)
