@@ -44,6 +44,25 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
+def user_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``trainops`` subprocess as a user would start it: the venv's
+    bin first on PATH (the examples' stages call ``python``), state under ``home``,
+    tracking off unless asked, and nothing inherited that configures trainops or
+    MLflow, or proxies loopback traffic."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TRAINOPS_")
+        and k != "MLFLOW_TRACKING_URI"
+        and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+    }
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["TRAINOPS_HOME"] = str(home)
+    env["TRAINOPS_TRACKING__ENABLED"] = "false"
+    env.update(extra)
+    return env
+
+
 def git(repo: Path, *args: str) -> str:
     out = subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True)
     return out.stdout.strip()

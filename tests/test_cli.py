@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MakeRepo, commit_files, git
+from tests.conftest import MakeRepo, commit_files, git, user_env
 
 TRAINOPS = str(Path(sys.executable).parent / "trainops")
 SCHEMA_FILE = (
@@ -52,17 +52,7 @@ stages:
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment of a user: the venv's bin first on PATH, state under ``home``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("TRAINOPS_") and k != "MLFLOW_TRACKING_URI"
-    }
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["TRAINOPS_HOME"] = str(home)
-    env["TRAINOPS_TRACKING__ENABLED"] = "false"
-    env["TRAINOPS_RUNNER__KILL_GRACE_S"] = "2"
-    env.update(extra)
-    return env
+    return user_env(home, TRAINOPS_RUNNER__KILL_GRACE_S="2", **extra)
 
 
 class Cli:

@@ -8,7 +8,6 @@ it, and what it recorded is read back with a plain ``MlflowClient``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import git
+from tests.conftest import git, user_env
 from trainops.demo import make_demo_repo
 
 pytestmark = pytest.mark.slow
@@ -31,16 +30,7 @@ STAGES = ("prepare", "train", "evaluate")
 
 
 def _env(home: Path, *, tracking: bool) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("TRAINOPS_") and k != "MLFLOW_TRACKING_URI"
-    }
-    # The example's stages say `python`: it must be the one with scikit-learn.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["TRAINOPS_HOME"] = str(home)
-    env["TRAINOPS_TRACKING__ENABLED"] = str(tracking).lower()
-    return env
+    return user_env(home, TRAINOPS_TRACKING__ENABLED=str(tracking).lower())
 
 
 def _check(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from tests.conftest import user_env
+
 BIN = Path(sys.executable).parent
 TRAINOPS = str(BIN / "trainops")
 TERMINAL = frozenset({"succeeded", "failed", "errored", "cancelled", "superseded"})
@@ -40,23 +42,13 @@ def free_port() -> int:
 
 def service_env(home: Path, **extra: str) -> dict[str, str]:
     """A user's environment: venv bin first on PATH, no inherited trainops settings or proxies."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("TRAINOPS_")
-        and k != "MLFLOW_TRACKING_URI"
-        and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
-    }
-    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
-    env.update(
-        TRAINOPS_HOME=str(home),
-        TRAINOPS_TRACKING__ENABLED="false",
+    return user_env(
+        home,
         TRAINOPS_SERVICE__LEASE_S="2",
         TRAINOPS_SERVICE__POLL_S="0.1",
         TRAINOPS_RUNNER__KILL_GRACE_S="1",
+        **extra,
     )
-    env.update(extra)
-    return env
 
 
 def wait_for(

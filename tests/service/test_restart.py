@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import user_env
 from tests.service.conftest import (
     FINAL,
     GITHUB_SECRET,
@@ -47,17 +48,13 @@ class Serve:
 
     def __init__(self, tmp_path: Path) -> None:
         self.cwd = tmp_path  # no trainops.toml there: the environment configures
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINOPS_")}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        env.update(
-            TRAINOPS_HOME=str(tmp_path / "home"),
+        self.env = user_env(
+            tmp_path / "home",
             TRAINOPS_GITHUB__WEBHOOK_SECRET=GITHUB_SECRET,
-            TRAINOPS_TRACKING__ENABLED="false",
             TRAINOPS_SERVICE__LEASE_S="1",
             TRAINOPS_SERVICE__POLL_S="0.05",
             TRAINOPS_RUNNER__KILL_GRACE_S="1",
         )
-        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.starts = 0

@@ -50,12 +50,10 @@ _STAGE_DEFAULTS: dict[str, Any] = {
 def stages_of(run: RunRecord) -> list[dict[str, Any]]:
     """The stages as the report shows them (the final result's, or the live progress),
     each with every field, so templates need no guards."""
-    if run.result and run.result.get("stages"):
-        stages = [dict(s) for s in run.result["stages"]]
-    else:
-        live = (run.progress or {}).get("stages", {})
-        stages = [{"name": name, **state} for name, state in live.items()]
-    return [{**_STAGE_DEFAULTS, **{k: v for k, v in s.items() if v is not None}} for s in stages]
+    return [
+        {**_STAGE_DEFAULTS, **{k: v for k, v in s.items() if v is not None}}
+        for s in run.stage_states()
+    ]
 
 
 def gate_of(run: RunRecord) -> dict[str, Any] | None:

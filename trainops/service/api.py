@@ -141,12 +141,8 @@ def _run_json(store: Store, r: RunRecord, *, detail: bool) -> dict[str, Any]:
 
 
 def _stages(run: RunRecord, log_dir: Path) -> list[dict[str, Any]]:
-    """Final stage results when there are some, else the live progress; with log tails."""
-    if run.result and run.result.get("stages"):
-        stages = [dict(s) for s in run.result["stages"]]
-    else:
-        live = (run.progress or {}).get("stages", {})
-        stages = [{"name": name, **state} for name, state in live.items()]
+    """The run's stages (final or live) with the tails of their logs."""
+    stages = run.stage_states()
     for stage in stages:
         if not stage.get("log_tail"):
             stage["log_tail"] = _tail(log_dir / f"{stage['name']}.log")

@@ -83,7 +83,6 @@ class Worker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._cancels: dict[str, threading.Event] = {}
-        self._last_plan: dict[str, tuple[Spec, Plan]] = {}
         self.forges = forges or ForgeRegistry(settings)
         self._lock = threading.Lock()
         self._executor = executor_factory(settings)
@@ -246,7 +245,7 @@ class Worker:
         heartbeat.start()
         self._report(run.run_id)
         try:
-            result, gate = self._execute(run, cancel)
+            spec, plan, result = self._execute(run, cancel)
         finally:
             with self._lock:
                 self._cancels.pop(run.run_id, None)
@@ -258,17 +257,16 @@ class Worker:
         if result.status is RunStatus.CANCELLED and latest and latest.superseded_by is not None:
             status = "superseded"
         data = result.to_json()
+        gate = self._gate(spec, plan, run, result)
         if gate is not None:
             data["gate"] = gate
-        promotion = self._promote(run, result, gate)
+        promotion = self._promote(run, spec, plan, result, gate)
         if promotion is not None:
             data["promotion"] = promotion
         self.store.finish_run(run.run_id, status, result=data, error=result.error)
         self._report(run.run_id)
 
-    def _execute(
-        self, run: RunRecord, cancel: threading.Event
-    ) -> tuple[RunResult, dict[str, Any] | None]:
+    def _execute(self, run: RunRecord, cancel: threading.Event) -> tuple[Spec, Plan, RunResult]:
         mirror = self.mirrors.mirror(run.clone_url, run.commit, git_env=self._auth(run.forge))
         target = Target(GitRepo(mirror), run.commit, run.ref, run.branch)
         spec, plan = plan_target(target, memo_dir=self.settings.memo_dir)
@@ -290,8 +288,7 @@ class Worker:
             branch=run.branch,
             run_id=run.run_id,
         )
-        self._last_plan[run.run_id] = (spec, plan)
-        return result, self._gate(spec, plan, run, result)
+        return spec, plan, result
 
     def _gate(
         self, spec: Spec, plan: Plan, run: RunRecord, result: RunResult
@@ -334,16 +331,20 @@ class Worker:
     # -- promotion -----------------------------------------------------------------
 
     def _promote(
-        self, run: RunRecord, result: RunResult, gate: dict[str, Any] | None
+        self,
+        run: RunRecord,
+        spec: Spec,
+        plan: Plan,
+        result: RunResult,
+        gate: dict[str, Any] | None,
     ) -> dict[str, Any] | None:
         """Promote a passing default-branch run; its outcome (or error) goes in the result.
 
         A promotion problem never fails the run: the model is trained and
         evaluated either way, and ``trainops promote`` can finish the job.
         """
-        spec, plan = self._last_plan.pop(run.run_id, (None, None))
         environments = self._promotable(run, result, gate, spec)
-        if not environments or spec is None or plan is None:
+        if not environments:
             return None
         from trainops.promotion.promoter import Promoter, Provenance, data_hash
 
@@ -370,10 +371,10 @@ class Worker:
         run: RunRecord,
         result: RunResult,
         gate: dict[str, Any] | None,
-        spec: Spec | None,
+        spec: Spec,
     ) -> tuple[str, ...]:
         settings = self.settings.promotion
-        if spec is None or spec.promote is None or not settings.enabled:
+        if spec.promote is None or not settings.enabled:
             return ()
         if result.status is not RunStatus.SUCCEEDED or not result.mlflow_run_id:
             return ()

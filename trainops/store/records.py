@@ -129,6 +129,14 @@ class RunRecord:
     def finished(self) -> bool:
         return self.status in RUN_FINAL
 
+    def stage_states(self) -> list[dict[str, Any]]:
+        """The stages as dicts: the final result's once there is one, else the live
+        progress (every stage, pending ones included), in plan order."""
+        if self.result and self.result.get("stages"):
+            return [dict(s) for s in self.result["stages"]]
+        live = (self.progress or {}).get("stages", {})
+        return [{"name": name, **state} for name, state in live.items()]
+
 
 def check_status(value: str, allowed: Collection[str], what: str) -> None:
     """ValueError for a status the caller may not set: a typo must not reach the database."""
